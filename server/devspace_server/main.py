@@ -1,16 +1,124 @@
-"""The `devspace-server` command."""
+"""The `devspace-server` command: parses arguments and dispatches; the work is elsewhere.
+
+Every foreseeable failure is a `DevspaceError`, printed as one line with exit status 1
+(usage errors exit 2, as click does): never a traceback.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+from typing import Any
+
 import click
+from sqlalchemy.exc import OperationalError
 
-from devspace_server import __version__
+from devspace_server import __version__, accounts, db
+from devspace_server import serve as embedded
+from devspace_server.config import load_database_url
+from devspace_server.errors import DatabaseUnavailable, DevspaceError, ValidationFailed
+from devspace_server.models import Role
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """A click group that turns our errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationFailed as exc:
+            # On a terminal each field's own message is what helps, not the summary.
+            raise click.ClickException(" ".join(e.detail for e in exc.errors)) from exc
+        except DevspaceError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="devspace-server")
 def cli() -> None:
-    """Run and administer the devspace server."""
+    """Run and administer the devspace server.
+
+    Configuration comes from DEVSPACE_* environment variables and the TOML file named by
+    DEVSPACE_CONFIG_FILE.
+    """
+
+
+@cli.command()
+@click.option(
+    "--bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="Listen here."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes.",
+)
+def serve(bind: str, workers: int) -> None:
+    """Serve on one machine: SQLite and a secret key in the data directory, migrated.
+
+    The data directory is $DEVSPACE_DATA_DIR, or ~/.local/share/devspace.
+    """
+    address = embedded.Bind.parse(bind)
+    config = embedded.serve_config(os.environ, address)
+    _logging(config.log_level)
+    sock = embedded.listen(address)
+    embedded.run(config, sock, workers)
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to this version (safe to run again)."""
+    url = load_database_url()
+    db.ensure_sqlite_directory(url)
+    engine = db.make_engine(url)
+    try:
+        db.migrate(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"database {db.describe(url)} is at migration {db.head_revision()}", err=True)
+
+
+@cli.command("create-admin")
+@click.option("--username", required=True, help="Lower-case letters, digits, '.', '_', '-'.")
+@click.option("--email", default=None, help="The admin's email address (not verified).")
+def create_admin(username: str, email: str | None) -> None:
+    """Create an admin with a local password, read from a prompt or from stdin.
+
+    The password never goes on the command line, where other users could see it.
+    """
+    engine = db.make_engine(load_database_url())
+    try:
+        db.require_current_schema(engine)
+        password = _read_password()
+        with db.make_sessionmaker(engine)() as session:
+            user = accounts.create_user(
+                session, username=username, email=email, role=Role.ADMIN, password=password
+            )
+            session.commit()
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"the database failed: {str(exc.orig)[:300]}") from exc
+    finally:
+        engine.dispose()
+    click.echo(user.id)
+    click.echo(f"created admin {user.username!r} (id {user.id})", err=True)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        entered: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return entered
+    line = sys.stdin.readline()
+    if not line:
+        raise click.UsageError("no password on stdin: pipe it in, or run on a terminal")
+    return line.rstrip("\r\n")
 
 
 def main() -> None:

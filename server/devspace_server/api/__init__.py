@@ -1,0 +1,19 @@
+"""The HTTP API, one blueprint per resource, each operation declared with `@operation`.
+
+`register(app)` mounts them all; resources to come (spaces, users, quotas, SSH
+certificates, tokens) add a module here and a line to `BLUEPRINTS`.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+from devspace_server.api import health, openapi
+
+BLUEPRINTS: tuple[Blueprint, ...] = (health.blueprint, openapi.blueprint)
+
+
+def register(app: Flask) -> None:
+    """Mount every API blueprint on `app`."""
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)

@@ -1,0 +1,210 @@
+"""All database tables, as typed SQLAlchemy 2 models.
+
+Shared columns come from mixins (`IntegerId`, `Created`, `Timestamps`), as in JupyterHub's
+`orm.py`. Every timestamp is an aware UTC `datetime`, on SQLite as on PostgreSQL. The schema
+changes only through the Alembic migrations in `migrations/`; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Explicit constraint names: Alembic can then drop and alter them (and SQLite's batch mode
+# can rebuild tables) without guessing.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+USERNAME_MAX = 64
+EMAIL_MAX = 320
+IP_MAX = 45  # the longest textual IPv6 address
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_user_id() -> str:
+    """A random user id. It never changes and is never reused: it is the SSH principal."""
+    return str(uuid.uuid4())
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use an aware UTC datetime (models.utcnow())")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BIGINT on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """The declarative base; `Base.metadata` is what the migrations must produce."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: dict[Any, Any] = {datetime: UtcDateTime}  # noqa: RUF012
+
+
+class IntegerId:
+    """A surrogate integer primary key, for rows nobody names from outside."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+
+
+class Created:
+    """When the row was written; for rows that never change (events, attempts)."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Timestamps(Created):
+    """When the row was written and last changed."""
+
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Role(enum.StrEnum):
+    """What a user may do: `admin` manages users and quotas; `user` uses their own spaces."""
+
+    ADMIN = "admin"
+    USER = "user"
+
+
+class User(Timestamps, Base):
+    """A person. `id` is random, immutable and never reused; it is their SSH principal."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_user_id)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX), index=True)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    role: Mapped[Role] = mapped_column(
+        Enum(
+            Role,
+            name="role",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda roles: [r.value for r in roles],
+            validate_strings=True,
+        ),
+        default=Role.USER,
+    )
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None for people who sign in only through an upstream provider.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    last_login_at: Mapped[datetime | None]
+
+    identities: Mapped[list[Identity]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_admin(self) -> bool:
+        """True if the user has the admin role."""
+        return self.role is Role.ADMIN
+
+
+class Identity(IntegerId, Timestamps, Base):
+    """An upstream account (OpenID Connect issuer and subject) that signs in as a `User`.
+
+    Keyed on (issuer, subject), never on email: an email address can change hands.
+    """
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    issuer: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    last_login_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="identities")
+
+
+class AuditEvent(IntegerId, Created, Base):
+    """Who did what to which target, when and from where. Written once, never changed."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_created_at", "created_at"),)
+
+    # Kept apart from `actor_id` so the record still says who it was if the user is removed.
+    actor_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    actor_name: Mapped[str | None] = mapped_column(String(USERNAME_MAX))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    ip: Mapped[str | None] = mapped_column(String(IP_MAX))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoginAttempt(IntegerId, Created, Base):
+    """One password sign-in attempt. Counted to throttle guessing across all workers."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_username_created_at", "username", "created_at"),
+        Index("ix_login_attempts_ip_created_at", "ip", "created_at"),
+        Index("ix_login_attempts_created_at", "created_at"),
+    )
+
+    # The name as typed (normalised), whether or not such a user exists: guessing at names
+    # that do not exist is throttled the same way.
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX))
+    ip: Mapped[str] = mapped_column(String(IP_MAX))
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+
+
+class WebSession(IntegerId, Timestamps, Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    ip: Mapped[str | None] = mapped_column(String(IP_MAX))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    user: Mapped[User] = relationship()

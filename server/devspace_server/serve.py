@@ -1,0 +1,177 @@
+"""`devspace-server serve`: the embedded default, one machine and nothing else to install.
+
+Keeps a secret key in the data directory (created on first start, mode 0600), migrates the
+database, binds the listening socket itself (so "port in use" is one clear line) and runs
+gunicorn on it. Each gunicorn worker builds its own app, and so its own engine, after the
+fork: no connection is ever shared between processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import socket
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from devspace_server import db
+from devspace_server.app import create_app
+from devspace_server.config import (
+    LOOPBACK_HOSTS,
+    Config,
+    load_config,
+    resolve_data_dir,
+    setting,
+)
+from devspace_server.errors import DevspaceError
+
+KEY_FILE_NAME = "secret_key"
+log = logging.getLogger(__name__)
+
+
+class ServeError(DevspaceError):
+    """`serve` cannot start: the address, the data directory or its secret key file."""
+
+    slug = "serve"
+    title = "Cannot serve"
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Where to listen."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bind:
+        """`HOST:PORT` or `[IPv6]:PORT`. Raises `ServeError` if it is neither."""
+        host, sep, port = text.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ServeError(f"--bind {text!r} is not HOST:PORT (for example 127.0.0.1:8080)")
+        return cls(host, int(port))
+
+    @property
+    def url(self) -> str:
+        """`http://host:port`, bracketing an IPv6 address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def ensure_secret_key_file(data_dir: Path) -> Path:
+    """The data directory's secret key file, created (random, mode 0600) if missing.
+
+    Raises `ServeError` if it exists but others may read it, or is empty or unreadable.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE_NAME
+    try:
+        # O_EXCL: two starts at once cannot both write a key; O_NOFOLLOW: not via a symlink.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ServeError(f"cannot create {path}: {exc.strerror}") from exc
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+        log.info("created a new secret key in %s", path)
+        return path
+    mode = path.lstat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ServeError(f"{path} is not a regular file: remove it, and a new key is made")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ServeError(f"{path} may be read by others (mode {mode & 0o777:o}): chmod 600 it")
+    return path
+
+
+def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
+    """The configuration `serve` runs with: the environment and file, plus its own defaults.
+
+    Those defaults are the data directory's secret key file (unless a secret is
+    configured) and, when listening on loopback, `http://<bind>` as the public URL.
+    Raises `ConfigError` or `ServeError`.
+    """
+    defaults: dict[str, str] = {}
+    if not setting(environ, "secret_key") and not setting(environ, "secret_key_file"):
+        data_dir = resolve_data_dir(environ)
+        defaults["secret_key_file"] = str(ensure_secret_key_file(data_dir))
+    if bind.host in LOOPBACK_HOSTS:
+        defaults["public_url"] = bind.url
+    return load_config(environ, defaults=defaults)
+
+
+def listen(bind: Bind) -> socket.socket:
+    """A listening socket on `bind`. Raises `ServeError` saying why it cannot be had."""
+    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As gunicorn does: a restart may rebind while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind.host, bind.port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "is in use: stop what listens there, or choose another port with --bind"
+        elif exc.errno == errno.EACCES:
+            why = "needs privileges: choose a port above 1023 with --bind"
+        elif exc.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME):
+            why = "is not an address of this machine: choose another with --bind"
+        else:
+            why = f"cannot be bound ({exc.strerror or exc})"
+        raise ServeError(f"{bind.host}:{bind.port} {why}") from exc
+    return sock
+
+
+class _Gunicorn(BaseApplication):
+    """gunicorn driven from code: our options, our socket, our app factory."""
+
+    def __init__(self, factory: Callable[[], Any], options: Mapping[str, object]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._factory()
+
+
+def run(config: Config, sock: socket.socket, workers: int) -> None:
+    """Migrate, then serve `config` with gunicorn on `sock` until stopped.
+
+    Raises `DatabaseUnavailable` if the database cannot be reached for migrating.
+    """
+    engine = db.make_engine(config.database_url)
+    db.ensure_sqlite_directory(config.database_url)
+    try:
+        db.migrate(engine)
+    finally:
+        engine.dispose()  # the workers make their own, after the fork
+    options = {
+        "bind": [f"fd://{sock.fileno()}"],
+        "workers": workers,
+        "worker_class": "sync",
+        "proc_name": "devspace-server",
+        "loglevel": config.log_level.lower(),
+        "accesslog": "-",
+        "timeout": 30,
+        "graceful_timeout": 10,
+        # gunicorn's control socket would be a second way in, under $HOME; we do not use it.
+        "control_socket_disable": True,
+        # Each worker builds its own app after the fork (no shared engine or connections).
+        "preload_app": False,
+    }
+    log.info("serving %s with %d workers", config.public_url, workers)
+    _Gunicorn(lambda: create_app(config), options).run()
