@@ -25,6 +25,7 @@ import pytest
 from kubernetes import client, config
 
 from testbed.cluster import ControlPlane, ExistingCluster
+from testbed.node import TestNode
 from testbed.postgres import PostgresServer
 
 
@@ -51,11 +52,11 @@ def kube(control_plane: ControlPlane | ExistingCluster) -> Iterator[client.ApiCl
 @pytest.fixture(scope="session")
 def test_node(
     control_plane: ControlPlane | ExistingCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[object]:
+) -> Iterator[TestNode]:
     if isinstance(control_plane, ExistingCluster):
         pytest.skip("the test node runs only on the test bed's own control plane")
-    from testbed.node import TestNode
-
+    if os.geteuid() != 0:
+        pytest.skip("the test node needs root (network and mount namespaces)")
     node = TestNode.start(
         kubeconfig=control_plane.admin_kubeconfig, directory=tmp_path_factory.mktemp("node")
     )
