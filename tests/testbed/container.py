@@ -194,9 +194,13 @@ def _become_container(spec: dict[str, Any]) -> None:
     # unshare, they would belong to the host's namespace, which bind mounts refuse.)
     sources = [os.open(m["source"], os.O_PATH) for m in spec["mounts"]]
     root = _Root.enter(spec["root"])
-    for source, volume in zip(sources, spec["mounts"], strict=True):
+    kinds = [os.path.isdir(f"/proc/self/fd/{source}") for source in sources]
+    # Every mount point first: an overlay made for one (say /etc/devspace/ca under the host's
+    # /etc) would hide a file bound there before it (say the image's /etc/passwd).
+    for volume, is_dir in zip(spec["mounts"], kinds, strict=True):
+        root.mount_point(volume["target"], directory=is_dir)
+    for source, volume, is_dir in zip(sources, spec["mounts"], kinds, strict=True):
         target = volume["target"]
-        is_dir = os.path.isdir(f"/proc/self/fd/{source}")
         root.mount_point(target, directory=is_dir)
         mount(f"/proc/self/fd/{source}", target, None, MS_BIND | MS_REC)
         if volume["readOnly"]:

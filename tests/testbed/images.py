@@ -63,8 +63,10 @@ def _shell(_container: Mapping[str, Any]) -> Image:
 
 
 def _sshd(_container: Mapping[str, Any]) -> Image:
-    # Placeholder until the SSH issue wires it up: Debian's real sshd with the configuration
-    # and entrypoint from sshd-image/ bound where the Dockerfile copies them, as user 1000.
+    # Debian's real sshd with the entrypoint, configuration and scripts from sshd-image/,
+    # bound where its Dockerfile copies them, and the image's own users (`dev`, 1000, for the
+    # sidecar; `devspace`, 10001, for the gateway), which this machine does not have.
+    image_files = REPOSITORY / "tests/testbed/images"
     return Image(
         entrypoint=("/usr/local/bin/devspace-sshd",),
         cmd=("sidecar",),
@@ -72,11 +74,14 @@ def _sshd(_container: Mapping[str, Any]) -> Image:
         group=1000,
         files={
             "/usr/local/bin/devspace-sshd": REPOSITORY / "sshd-image/entrypoint",
+            "/usr/local/bin/devspace-gateway-principals": REPOSITORY
+            / "sshd-image/gateway/principals",
             "/etc/devspace/sshd/sidecar.conf": REPOSITORY / "sshd-image/sidecar/sshd_config",
             "/etc/devspace/sshd/gateway.conf": REPOSITORY / "sshd-image/gateway/sshd_config",
+            "/etc/passwd": image_files / "sshd-passwd",
+            "/etc/group": image_files / "sshd-group",
         },
         directories={"/run/devspace-sshd": (0o1777, 0, 0), "/workspace": (0o755, 1000, 1000)},
-        unavailable="devspace.test/sshd is a placeholder until the SSH issue fills in its row",
     )
 
 
