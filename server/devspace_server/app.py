@@ -12,7 +12,7 @@ from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from devspace_server import api, context, pages, problems
-from devspace_server.auth import local
+from devspace_server.auth import consent, local, oauth, upstream
 from devspace_server.config import Config, check_safe
 from devspace_server.context import EXTENSION, AppState, close_db
 from devspace_server.db import make_engine, make_sessionmaker
@@ -54,6 +54,9 @@ def create_app(config: Config) -> Flask:
     problems.register(app)
     api.register(app)
     app.register_blueprint(local.blueprint)
+    app.register_blueprint(oauth.blueprint)
+    app.register_blueprint(consent.blueprint)
+    upstream.init_app(app, config)
     app.register_blueprint(pages.blueprint)
     app.after_request(_security_headers)
     if config.proxy_hops:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from devspace_server.auth.providers import KEYS as UPSTREAM_KEYS
+from devspace_server.auth.providers import UpstreamProvider, parse_providers
 from devspace_server.errors import ConfigError
 
 PREFIX = "DEVSPACE_"
@@ -44,6 +46,8 @@ SETTINGS = (
     "login_max_failures_per_account",
     "login_max_failures_per_ip",
     "login_window_seconds",
+    "access_token_lifetime_seconds",
+    "refresh_token_lifetime_seconds",
 )
 
 
@@ -69,6 +73,12 @@ class Config:
     """How many reverse proxies in front of us to believe about the client's address."""
     session_lifetime_seconds: int = 12 * 3600
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    upstream: tuple[UpstreamProvider, ...] = ()
+    """The upstream sign-in providers, in the order the sign-in page offers them."""
+    access_token_lifetime_seconds: int = 600
+    """OAuth access tokens are short-lived: a disabled user is also checked on every use."""
+    refresh_token_lifetime_seconds: int = 30 * 86_400
+    """How long a CLI sign-in lasts unused; every refresh starts it afresh."""
 
     @property
     def cookie_secure(self) -> bool:
@@ -132,6 +142,7 @@ def _read_file(environ: Mapping[str, str]) -> dict[str, str]:
         ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path} is not valid TOML ({exc}): fix the file"]) from exc
+    upstream = _upstream_table(path, data.pop("upstream", {}))
     unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise ConfigError(
@@ -140,7 +151,27 @@ def _read_file(environ: Mapping[str, str]) -> dict[str, str]:
     bad = [k for k, v in data.items() if isinstance(v, dict | list | bool)]
     if bad:
         raise ConfigError([f"{path}: {', '.join(bad)} must be a string or a number"])
-    return {k: str(v) for k, v in data.items()}
+    return {k: str(v) for k, v in data.items()} | upstream
+
+
+def _upstream_table(path: str, table: object) -> dict[str, str]:
+    """`[upstream.<name>]` tables, flattened to the keys their variables have."""
+    if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
+        raise ConfigError([f"{path}: upstream must hold tables such as [upstream.corp]"])
+    flat = {"upstream_providers": ",".join(table)}
+    for name, values in table.items():
+        unknown = sorted(set(values) - set(UPSTREAM_KEYS))
+        if unknown:
+            raise ConfigError(
+                [
+                    f"{path}: [upstream.{name}] has unknown keys {', '.join(unknown)}: "
+                    f"known are {', '.join(UPSTREAM_KEYS)}"
+                ]
+            )
+        for key, value in values.items():
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            flat[f"upstream_{name}_{key}"] = text.lower() if isinstance(value, bool) else text
+    return flat
 
 
 class _Bounds(NamedTuple):
@@ -158,6 +189,12 @@ INTEGER_SETTINGS = {
     "login_window_seconds": _Bounds(900, 60, 86_400, "shorter windows forget guesses too soon"),
     "proxy_hops": _Bounds(0, 0, 5, "how many reverse proxies are in front of the server"),
     "session_lifetime_seconds": _Bounds(12 * 3600, 300, 30 * 86_400, "how long a sign-in lasts"),
+    "access_token_lifetime_seconds": _Bounds(
+        600, 60, 3600, "a stolen access token works until it expires"
+    ),
+    "refresh_token_lifetime_seconds": _Bounds(
+        30 * 86_400, 3600, 365 * 86_400, "how long an unused CLI sign-in lasts"
+    ),
 }
 
 
@@ -312,6 +349,9 @@ def load_config(
     secret_key = _secret(s)
     proxy_hops = _integer(s, "proxy_hops")
     session_lifetime = _integer(s, "session_lifetime_seconds")
+    upstream = parse_providers(s.raw, s.problem)
+    access_lifetime = _integer(s, "access_token_lifetime_seconds")
+    refresh_lifetime = _integer(s, "refresh_token_lifetime_seconds")
     if s.problems:
         raise ConfigError(s.problems)
     return Config(
@@ -323,6 +363,9 @@ def load_config(
         proxy_hops=proxy_hops,
         session_lifetime_seconds=session_lifetime,
         login_throttle=throttle,
+        upstream=upstream,
+        access_token_lifetime_seconds=access_lifetime,
+        refresh_token_lifetime_seconds=refresh_lifetime,
     )
 
 

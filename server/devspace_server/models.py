@@ -208,3 +208,113 @@ class WebSession(IntegerId, Timestamps, Base):
     user_agent: Mapped[str | None] = mapped_column(String(255))
 
     user: Mapped[User] = relationship()
+
+
+class TokenKind(enum.StrEnum):
+    """What a bearer credential is: an OAuth access or refresh token, or a personal one."""
+
+    ACCESS = "access"
+    REFRESH = "refresh"
+    PERSONAL = "personal"
+
+
+class ApiToken(IntegerId, Created, Base):
+    """A credential for the API. Only the SHA-256 of the secret is stored.
+
+    OAuth tokens of one sign-in share a `family`: every access and refresh token issued
+    from one authorization code or device code and its refreshes. Reusing a rotated
+    refresh token revokes the family, because one of the two users is a thief.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_user_id_kind", "user_id", "kind"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[TokenKind] = mapped_column(
+        Enum(
+            TokenKind,
+            name="token_kind",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda kinds: [k.value for k in kinds],
+            validate_strings=True,
+        )
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    family: Mapped[str | None] = mapped_column(String(36), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    """A person's label for a personal token, e.g. `ci`."""
+    scope: Mapped[str] = mapped_column(String(255))
+    """Space-separated scopes, as OAuth writes them."""
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    revoked_at: Mapped[datetime | None]
+    rotated_at: Mapped[datetime | None]
+    """For a refresh token: when it was exchanged. Any later use is a replay."""
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes as a set."""
+        return frozenset(self.scope.split())
+
+
+class AuthorizationCode(IntegerId, Created, Base):
+    """An OAuth authorization code (stored hashed), kept after use to detect a replay."""
+
+    __tablename__ = "oauth_authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(255))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    family: Mapped[str | None] = mapped_column(String(36))
+    """The token family issued for this code, revoked if the code is presented again."""
+
+
+class DeviceStatus(enum.StrEnum):
+    """Where a device authorization stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    REDEEMED = "redeemed"
+
+
+class DeviceAuthorization(IntegerId, Created, Base):
+    """One RFC 8628 device authorization: the device code (hashed), the code a person types,
+    and the polling state, so that any worker answers a poll the same way."""
+
+    __tablename__ = "oauth_device_authorizations"
+
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(255))
+    """Requested scope; once approved, the granted scope."""
+    status: Mapped[DeviceStatus] = mapped_column(
+        Enum(
+            DeviceStatus,
+            name="device_status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda states: [s.value for s in states],
+            validate_strings=True,
+        ),
+        default=DeviceStatus.PENDING,
+    )
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    interval: Mapped[int] = mapped_column(Integer)
+    """Seconds the device must wait between polls; grows by 5 on each `slow_down`."""
+    last_polled_at: Mapped[datetime | None]
+    family: Mapped[str | None] = mapped_column(String(36))

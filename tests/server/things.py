@@ -33,18 +33,22 @@ class Page(Model):
 
 
 @blueprint.post("")
-@operation(summary="Make a thing", body=NewThing, response=Thing, status=201, tags=["test"])
+@operation(
+    summary="Make a thing", body=NewThing, response=Thing, status=201, tags=["test"], public=True
+)
 def make_thing(body: NewThing) -> Thing:
     return Thing(id=1, name=body.name, size=body.size)
 
 
 @blueprint.get("/<int:thing_id>")
-@operation(summary="Show a thing", query=Page, response=Thing, errors=[404], tags=["test"])
+@operation(
+    summary="Show a thing", query=Page, response=Thing, errors=[404], tags=["test"], public=True
+)
 def show_thing(thing_id: int, query: Page) -> Thing:
     return Thing(id=thing_id, name="x" * query.limit, size=1)
 
 
 @blueprint.get("/boom")
-@operation(summary="Fail unexpectedly", tags=["test"])
+@operation(summary="Fail unexpectedly", tags=["test"], public=True)
 def boom() -> None:
     raise RuntimeError("the secret internals of the failure")

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from devspace_server.api import health, openapi
+from devspace_server.api import audit, health, openapi, tokens, users
 
-BLUEPRINTS: tuple[Blueprint, ...] = (health.blueprint, openapi.blueprint)
+BLUEPRINTS: tuple[Blueprint, ...] = (
+    health.blueprint,
+    openapi.blueprint,
+    users.blueprint,
+    tokens.blueprint,
+    audit.blueprint,
+)
 
 
 def register(app: Flask) -> None:

@@ -19,7 +19,7 @@ class Health(Model):
 
 
 @blueprint.get("/healthz")
-@operation(summary="Liveness: the process answers", tags=["meta"], response=Health)
+@operation(summary="Liveness: the process answers", tags=["meta"], response=Health, public=True)
 def healthz() -> Health:
     """Always ok while the worker can answer; touches nothing else."""
     return Health()
@@ -27,7 +27,11 @@ def healthz() -> Health:
 
 @blueprint.get("/readyz")
 @operation(
-    summary="Readiness: the database is reachable", tags=["meta"], response=Health, errors=[503]
+    summary="Readiness: the database is reachable",
+    tags=["meta"],
+    response=Health,
+    errors=[503],
+    public=True,
 )
 def readyz() -> Health:
     """Ok if the database answers `SELECT 1`; raises `DatabaseUnavailable` (503) if not."""

@@ -18,6 +18,7 @@ from werkzeug.routing import Rule
 
 from devspace_server import __version__, context
 from devspace_server.api.operations import ATTRIBUTE, Model, Operation, operation
+from devspace_server.auth import scopes
 from devspace_server.problems import MEDIA_TYPE
 
 blueprint = Blueprint("openapi", __name__, url_prefix="/api/v1")
@@ -99,8 +100,8 @@ def _problem(description: str) -> dict[str, Any]:
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed request (for example, a body that is not valid JSON).",
-    401: "Not signed in.",
-    403: "Not allowed.",
+    401: "No usable Bearer token; see WWW-Authenticate.",
+    403: "The token lacks a scope (or its user the role) this needs.",
     404: "No such resource.",
     409: "Conflicts with the current state.",
     415: "The body is not JSON.",
@@ -135,7 +136,33 @@ def _operation_doc(rule: Rule, spec: Operation, refs: Mapping[Any, Any]) -> dict
         responses[str(status)] = _problem(_ERROR_DESCRIPTIONS.get(status, "Error."))
     responses["default"] = _problem("Any other error.")
     doc["responses"] = responses
+    # The same scopes whichever way the token was obtained; `[]` marks a public operation.
+    needed = list(spec.scopes)
+    doc["security"] = [] if spec.public else [{"oauth2": needed}, {"personalToken": needed}]
     return doc
+
+
+def security_schemes(public_url: str) -> dict[str, Any]:
+    """How to get a token: OAuth 2.0 for the CLI, or a personal access token."""
+    return {
+        "oauth2": {
+            "type": "oauth2",
+            "description": "The CLI's sign-in: authorization code with PKCE, or device code.",
+            "flows": {
+                "authorizationCode": {
+                    "authorizationUrl": f"{public_url}/oauth/authorize",
+                    "tokenUrl": f"{public_url}/oauth/token",
+                    "refreshUrl": f"{public_url}/oauth/token",
+                    "scopes": dict(scopes.DESCRIPTIONS),
+                }
+            },
+        },
+        "personalToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal access token from `POST /api/v1/tokens`.",
+        },
+    }
 
 
 def build_document(app: Flask) -> dict[str, Any]:
@@ -161,12 +188,15 @@ def build_document(app: Flask) -> dict[str, Any]:
         },
         "servers": [{"url": context.config().public_url}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": security_schemes(context.config().public_url),
+        },
     }
 
 
 @blueprint.get("/openapi.json")
-@operation(summary="This OpenAPI document", tags=["meta"])
+@operation(summary="This OpenAPI document", tags=["meta"], public=True)
 def openapi_document() -> Response:
     """The OpenAPI 3.1 document describing this API."""
     return Response(json.dumps(build_document(current_app)), mimetype="application/json")

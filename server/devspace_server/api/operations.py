@@ -8,6 +8,10 @@ validation of each request and the OpenAPI document (`api/openapi.py`).
 The view gets the validated `body` (and `query`) as keyword arguments and returns a model
 instance, which is serialised with the declared response model. Invalid input never
 reaches the view: it becomes a 415, a malformed-JSON 400 or a 422 naming each field.
+
+Every operation needs a Bearer token unless declared `public=True`, and the token must hold
+each of `scopes`; that is checked before the body is even read (401 or 403), and the
+declaration is what the OpenAPI document shows as the operation's security requirement.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from flask import Response, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
+from devspace_server.auth import tokens
 from devspace_server.errors import (
     InvalidField,
     MalformedJson,
@@ -51,6 +56,10 @@ class Operation:
     status: int
     errors: tuple[int, ...]
     """Statuses of the problem responses this operation documents besides `default`."""
+    public: bool = False
+    """True if the operation needs no token (probes, the OpenAPI document)."""
+    scopes: tuple[str, ...] = ()
+    """Scopes the caller's token must hold."""
 
 
 def operation(
@@ -63,13 +72,20 @@ def operation(
     response: type[BaseModel] | None = None,
     status: int = 200,
     errors: Sequence[int] = (),
+    public: bool = False,
+    scopes: Sequence[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Declare a view as an API operation; see the module docstring.
 
-    The wrapped view raises `UnsupportedMediaType`, `MalformedJson` or `ValidationFailed`
-    for bad input, and `TypeError` if the view returns something other than `response`.
+    The wrapped view raises `InvalidToken` (401) or `InsufficientScope` (403) unless the
+    caller may use it, `UnsupportedMediaType`, `MalformedJson` or `ValidationFailed` for bad
+    input, and `TypeError` if the view returns something other than `response`.
     """
+    if public and scopes:
+        raise ValueError(f"{summary!r}: a public operation cannot require scopes")
     declared_errors = set(errors)
+    if not public:
+        declared_errors.update((401, 403))
     if body is not None or query is not None:
         declared_errors.add(422)
     if body is not None:
@@ -83,11 +99,15 @@ def operation(
         response=response,
         status=status,
         errors=tuple(sorted(declared_errors)),
+        public=public,
+        scopes=tuple(scopes),
     )
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Response]:
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Response:
+            if not public:
+                tokens.authenticate(spec.scopes)
             kwargs = dict(path_args)
             if body is not None:
                 kwargs["body"] = parse_body(body)
