@@ -6,6 +6,7 @@ process, so any number of workers and replicas give the same answers.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from flask import Flask, Response, request
@@ -18,6 +19,7 @@ from devspace_server.context import EXTENSION, AppState, close_db
 from devspace_server.db import make_engine, make_sessionmaker
 
 MAX_REQUEST_BYTES = 1024 * 1024
+log = logging.getLogger(__name__)
 
 # The pages load nothing from elsewhere, run no script and may not be framed.
 _CSP = (
@@ -34,6 +36,8 @@ def create_app(config: Config) -> Flask:
     database: `/readyz` says whether it is reachable.
     """
     check_safe(config)
+    if config.ssh_ca is None:
+        log.warning("no SSH CA key (DEVSPACE_SSH_CA_KEY_FILE): SSH certificates cannot be issued")
     app = Flask("devspace_server")
     secure = config.cookie_secure
     app.config.update(

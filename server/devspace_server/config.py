@@ -23,6 +23,9 @@ from sqlalchemy.exc import ArgumentError
 
 from devspace_server.auth.providers import KEYS as UPSTREAM_KEYS
 from devspace_server.auth.providers import UpstreamProvider, parse_providers
+from devspace_server.ca import CertificateAuthority, load_private_key, parse_trusted_keys
+from devspace_server.cluster_config import KEYS as CLUSTER_KEYS
+from devspace_server.cluster_config import ClusterConfig, parse_cluster
 from devspace_server.errors import ConfigError
 
 PREFIX = "DEVSPACE_"
@@ -48,6 +51,10 @@ SETTINGS = (
     "login_window_seconds",
     "access_token_lifetime_seconds",
     "refresh_token_lifetime_seconds",
+    "ssh_ca_key_file",
+    "ssh_ca_previous_public_keys",
+    "ssh_cert_lifetime_seconds",
+    *CLUSTER_KEYS,
 )
 
 
@@ -79,6 +86,11 @@ class Config:
     """OAuth access tokens are short-lived: a disabled user is also checked on every use."""
     refresh_token_lifetime_seconds: int = 30 * 86_400
     """How long a CLI sign-in lasts unused; every refresh starts it afresh."""
+    ssh_ca: CertificateAuthority | None = field(default=None, repr=False, compare=False)
+    """Signs SSH certificates; None (and `/api/v1/ssh/` answers 503) without a CA key file."""
+    ssh_cert_lifetime_seconds: int = 4 * 3600
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Spaces: the cluster layout, quota defaults, and the reconciler's kubeconfig."""
 
     @property
     def cookie_secure(self) -> bool:
@@ -195,6 +207,9 @@ INTEGER_SETTINGS = {
     "refresh_token_lifetime_seconds": _Bounds(
         30 * 86_400, 3600, 365 * 86_400, "how long an unused CLI sign-in lasts"
     ),
+    "ssh_cert_lifetime_seconds": _Bounds(
+        4 * 3600, 300, 24 * 3600, "an SSH certificate cannot be revoked, only expire"
+    ),
 }
 
 
@@ -298,6 +313,17 @@ def _secret(s: _Settings) -> str:
     return direct or ""
 
 
+def _ssh_ca(s: _Settings) -> CertificateAuthority | None:
+    path, previous = s.raw("ssh_ca_key_file"), s.raw("ssh_ca_previous_public_keys")
+    if not path:
+        if previous:
+            s.problem("ssh_ca_previous_public_keys", f"is set without {PREFIX}SSH_CA_KEY_FILE")
+        return None
+    key = _checked(s, "ssh_ca_key_file", load_private_key, path)
+    old = _checked(s, "ssh_ca_previous_public_keys", parse_trusted_keys, previous or "")
+    return CertificateAuthority(key, old or ()) if key else None
+
+
 def check_safe(config: Config) -> None:
     """Raises `ConfigError` if `config` is unsafe to serve with, however it was built."""
     problems = []
@@ -352,6 +378,9 @@ def load_config(
     upstream = parse_providers(s.raw, s.problem)
     access_lifetime = _integer(s, "access_token_lifetime_seconds")
     refresh_lifetime = _integer(s, "refresh_token_lifetime_seconds")
+    ssh_ca = _ssh_ca(s)
+    ssh_cert_lifetime = _integer(s, "ssh_cert_lifetime_seconds")
+    cluster = parse_cluster(s.raw, s.problem)
     if s.problems:
         raise ConfigError(s.problems)
     return Config(
@@ -366,6 +395,9 @@ def load_config(
         upstream=upstream,
         access_token_lifetime_seconds=access_lifetime,
         refresh_token_lifetime_seconds=refresh_lifetime,
+        ssh_ca=ssh_ca,
+        ssh_cert_lifetime_seconds=ssh_cert_lifetime,
+        cluster=cluster,
     )
 
 

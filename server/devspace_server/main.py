@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import click
@@ -16,9 +17,10 @@ from sqlalchemy.exc import OperationalError
 
 from devspace_server import __version__, accounts, db
 from devspace_server import serve as embedded
-from devspace_server.config import load_database_url
+from devspace_server.config import load_config, load_database_url
 from devspace_server.errors import DatabaseUnavailable, DevspaceError, ValidationFailed
 from devspace_server.models import Role
+from devspace_server.reconcile import process as reconciler
 
 
 class _Group(click.Group):
@@ -61,16 +63,69 @@ def cli() -> None:
     show_default=True,
     help="gunicorn worker processes.",
 )
-def serve(bind: str, workers: int) -> None:
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="FILE",
+    help="Also run the reconciler, on the cluster of this kubeconfig [$DEVSPACE_KUBECONFIG].",
+)
+def serve(bind: str, workers: int, kubeconfig: str | None) -> None:
     """Serve on one machine: SQLite and a secret key in the data directory, migrated.
 
-    The data directory is $DEVSPACE_DATA_DIR, or ~/.local/share/devspace.
+    The data directory is $DEVSPACE_DATA_DIR, or ~/.local/share/devspace. With a
+    kubeconfig, the reconciler runs beside the API (in a child process) and spaces work.
     """
     address = embedded.Bind.parse(bind)
     config = embedded.serve_config(os.environ, address)
     _logging(config.log_level)
     sock = embedded.listen(address)
-    embedded.run(config, sock, workers)
+    kubeconfig = kubeconfig or config.cluster.kubeconfig
+    if kubeconfig is None:
+        embedded.run(config, sock, workers)
+        return
+    # Checked here, not only in the child: serving without the reconciler that was asked
+    # for would leave every space provisioning forever.
+    reconciler.kube_client(kubeconfig).close()  # type: ignore[no-untyped-call]
+    # Migrated before the reconciler starts, which refuses an old schema (`run` then
+    # finds nothing left to do).
+    engine = db.make_engine(config.database_url)
+    db.ensure_sqlite_directory(config.database_url)
+    try:
+        db.migrate(engine)
+    finally:
+        engine.dispose()
+    child = reconciler.start_child(os.environ, config, os.path.abspath(kubeconfig))
+    try:
+        embedded.run(config, sock, workers)
+    finally:
+        reconciler.stop_child(child)
+
+
+@cli.command()
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="FILE",
+    help="The cluster to reconcile [$DEVSPACE_KUBECONFIG; default: in-cluster config].",
+)
+@click.option("--embedded", type=int, default=None, hidden=True, help="serve's process id.")
+def reconcile(kubeconfig: str | None, embedded: int | None) -> None:
+    """Make the cluster match the database: namespaces, quotas and pods of every space.
+
+    Several may run; a Lease elects the one that acts. Stops on SIGTERM or SIGINT.
+    """
+    config = load_config()
+    _logging(config.log_level)
+    stop = threading.Event()
+    reconciler.stop_on_signals(stop)
+    if embedded is not None:
+        reconciler.stop_with_parent(stop, embedded)
+    reconciler.reconcile_forever(
+        config,
+        kubeconfig=kubeconfig or config.cluster.kubeconfig,
+        stop=stop,
+        create_lease_namespace=embedded is not None,
+    )
 
 
 @cli.command()

@@ -8,6 +8,7 @@ changes only through the Alembic migrations in `migrations/`; a test keeps the t
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +25,10 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -42,6 +45,11 @@ NAMING_CONVENTION = {
 USERNAME_MAX = 64
 EMAIL_MAX = 320
 IP_MAX = 45  # the longest textual IPv6 address
+SPACE_ID_MAX = 16
+SPACE_NAME_MAX = 40
+IMAGE_MAX = 512
+QUANTITY_MAX = 64
+REASON_MAX = 1024
 
 
 def utcnow() -> datetime:
@@ -318,3 +326,108 @@ class DeviceAuthorization(IntegerId, Created, Base):
     """Seconds the device must wait between polls; grows by 5 on each `slow_down`."""
     last_polled_at: Mapped[datetime | None]
     family: Mapped[str | None] = mapped_column(String(36))
+
+
+def new_space_id() -> str:
+    """A random space id: 16 hex digits, the namespace's name after the prefix.
+
+    Never reused: a deleted space keeps its row, so the primary key refuses a repeat.
+    """
+    return secrets.token_hex(8)
+
+
+class QuotaLimits:
+    """What a user may consume; every column None means "not set here" (inherit).
+
+    `spaces` counts a user's live spaces; the rest are per space, the caps of each space's
+    ResourceQuota (Kubernetes quantity strings; counts as integers).
+    """
+
+    spaces: Mapped[int | None] = mapped_column(Integer)
+    requests_cpu: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    requests_memory: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    limits_cpu: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    limits_memory: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    requests_storage: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    pods: Mapped[int | None] = mapped_column(Integer)
+    persistentvolumeclaims: Mapped[int | None] = mapped_column(Integer)
+    services: Mapped[int | None] = mapped_column(Integer)
+
+
+class Quota(QuotaLimits, Timestamps, Base):
+    """One user's overrides of the default quota; a column left None inherits the default."""
+
+    __tablename__ = "quotas"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class QuotaDefaults(QuotaLimits, Timestamps, Base):
+    """The defaults admins set through the API (one row, id 1); None inherits the config's."""
+
+    __tablename__ = "quota_defaults"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class Space(Timestamps, Base):
+    """A developer's namespace and dev pod: the desired state, and the status last observed.
+
+    `id` is random, immutable and names the namespace; a deleted space keeps its row with
+    `deleted_at` set (so the id is never handed out again) and its `name` becomes free.
+    `desired_at` changes only with the desired state, never with a status write: the
+    reconciler polls it to learn of changes without waking itself with its own writes.
+    """
+
+    __tablename__ = "spaces"
+    __table_args__ = (
+        # Names are unique per owner among live spaces only: a deleted name can be reused.
+        Index(
+            "ix_spaces_owner_id_name_live",
+            "owner_id",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("ix_spaces_desired_at", "desired_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(SPACE_ID_MAX), primary_key=True, default=new_space_id)
+    # Not cascaded: removing a user with spaces would orphan their namespaces.
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(SPACE_NAME_MAX))
+    image: Mapped[str] = mapped_column(String(IMAGE_MAX))
+    command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    args: Mapped[list[str]] = mapped_column(JSON, default=list)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    ports: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    cpu_request: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    memory_request: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    cpu_limit: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    memory_limit: Mapped[str | None] = mapped_column(String(QUANTITY_MAX))
+    storage: Mapped[str] = mapped_column(String(QUANTITY_MAX))
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+    desired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+    # The sidecar's sshd host key. The private half goes only to the space's Secret; the
+    # API publishes the public half and its fingerprint, which the CLI pins.
+    host_private_key: Mapped[str] = mapped_column(Text)
+    host_public_key: Mapped[str] = mapped_column(String(255))
+    host_key_fingerprint: Mapped[str] = mapped_column(String(64))
+
+    # What the reconciler last observed (written only by it).
+    phase: Mapped[str] = mapped_column(String(16), default="provisioning")
+    reason: Mapped[str] = mapped_column(String(REASON_MAX), default="waiting for the reconciler")
+    pod_ip: Mapped[str | None] = mapped_column(String(IP_MAX))
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota_used: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    quota_hard: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    problems: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    observed_at: Mapped[datetime | None]
+    finalized_at: Mapped[datetime | None]
+
+    owner: Mapped[User] = relationship()

@@ -1,9 +1,9 @@
 """`devspace-server serve`: the embedded default, one machine and nothing else to install.
 
-Keeps a secret key in the data directory (created on first start, mode 0600), migrates the
-database, binds the listening socket itself (so "port in use" is one clear line) and runs
-gunicorn on it. Each gunicorn worker builds its own app, and so its own engine, after the
-fork: no connection is ever shared between processes.
+Keeps a secret key and an SSH CA key in the data directory (each created on first start,
+mode 0600), migrates the database, binds the listening socket itself (so "port in use" is
+one clear line) and runs gunicorn on it. Each gunicorn worker builds its own app, and so its
+own engine, after the fork: no connection is ever shared between processes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from devspace_server import db
+from devspace_server import ca, db
 from devspace_server.app import create_app
 from devspace_server.config import (
     LOOPBACK_HOSTS,
@@ -33,6 +33,7 @@ from devspace_server.config import (
 from devspace_server.errors import DevspaceError
 
 KEY_FILE_NAME = "secret_key"
+SSH_CA_KEY_FILE_NAME = "ssh_ca_key"
 log = logging.getLogger(__name__)
 
 
@@ -71,8 +72,23 @@ def ensure_secret_key_file(data_dir: Path) -> Path:
 
     Raises `ServeError` if it exists but others may read it, or is empty or unreadable.
     """
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = data_dir / KEY_FILE_NAME
+    return _ensure_private_file(data_dir / KEY_FILE_NAME, _new_secret_key)
+
+
+def _new_secret_key() -> bytes:
+    return (secrets.token_urlsafe(48) + "\n").encode()
+
+
+def ensure_ssh_ca_key_file(data_dir: Path) -> Path:
+    """The data directory's SSH CA key file, created (a new Ed25519 key, 0600) if missing.
+
+    Raises `ServeError` if it exists but others may read it; `load_config` checks the key.
+    """
+    return _ensure_private_file(data_dir / SSH_CA_KEY_FILE_NAME, ca.new_private_key_file_content)
+
+
+def _ensure_private_file(path: Path, content: Callable[[], bytes]) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         # O_EXCL: two starts at once cannot both write a key; O_NOFOLLOW: not via a symlink.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -81,9 +97,9 @@ def ensure_secret_key_file(data_dir: Path) -> Path:
     except OSError as exc:
         raise ServeError(f"cannot create {path}: {exc.strerror}") from exc
     else:
-        with os.fdopen(fd, "w") as file:
-            file.write(secrets.token_urlsafe(48) + "\n")
-        log.info("created a new secret key in %s", path)
+        with os.fdopen(fd, "wb") as file:
+            file.write(content())
+        log.info("created %s", path)
         return path
     mode = path.lstat().st_mode
     if not stat.S_ISREG(mode):
@@ -97,13 +113,17 @@ def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
     """The configuration `serve` runs with: the environment and file, plus its own defaults.
 
     Those defaults are the data directory's secret key file (unless a secret is
-    configured) and, when listening on loopback, `http://<bind>` as the public URL.
+    configured), its SSH CA key file (unless one is configured) and, when listening on
+    loopback, `http://<bind>` as the public URL.
     Raises `ConfigError` or `ServeError`.
     """
     defaults: dict[str, str] = {}
     if not setting(environ, "secret_key") and not setting(environ, "secret_key_file"):
         data_dir = resolve_data_dir(environ)
         defaults["secret_key_file"] = str(ensure_secret_key_file(data_dir))
+    if not setting(environ, "ssh_ca_key_file"):
+        data_dir = resolve_data_dir(environ)
+        defaults["ssh_ca_key_file"] = str(ensure_ssh_ca_key_file(data_dir))
     if bind.host in LOOPBACK_HOSTS:
         defaults["public_url"] = bind.url
     return load_config(environ, defaults=defaults)

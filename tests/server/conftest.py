@@ -13,19 +13,38 @@ migrated once per session, or the session's migrated PostgreSQL database, emptie
 - ``app``: ``create_app(config)``, with a `/api/v1/test-things` blueprint for validation tests.
 - ``client``: Flask's test client on ``app``.
 - ``make_user``: creates a user with a password (``PASSWORD`` unless given) and returns it.
+
+For the pages in a real browser, against real providers (session fixtures, started on
+first use):
+
+- ``live``: devspace over real HTTP at ``live.url`` (``http://localhost:<port>``); serves
+  whichever app the test puts in ``live.app``.
+- ``provider``: a real OpenID provider (npm's ``oidc-provider``) on 127.0.0.1 with the
+  people in ``ACCOUNTS`` (password ``IDP_PASSWORD``) and devspace registered as a client.
+- ``github``: ``testbed.github``'s stand-in for GitHub, with ``OCTOCAT``.
+- ``browser``: a headless Chromium (Debian's, driven by Playwright).
+
+And per test:
+
+- ``page``: a page in a fresh browser context (no cookies), with JavaScript off.
+- ``serve``: ``serve(**overrides)`` builds an app with both upstream providers (``NAME``,
+  titled ``TITLE``, and ``gh``) and puts it on ``live``; returns the app.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import Browser, Page
 from sqlalchemy import make_url
 
 from devspace_server import accounts, db
@@ -33,9 +52,15 @@ from devspace_server.app import create_app
 from devspace_server.config import Config, load_config
 from devspace_server.context import state
 from devspace_server.models import Base, Role, User
+from testbed.browser import chromium
+from testbed.github import FakeGitHub, GitHubUser
+from testbed.oidc import Account, Client, OidcProvider
 from testbed.postgres import PostgresServer
 
 from .things import blueprint as things_blueprint
+
+if TYPE_CHECKING:
+    from .upstream_pages import LiveServer
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"  # noqa: S105 - a test key
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
@@ -177,3 +202,111 @@ def make_user(app: Flask) -> Callable[..., User]:
             return user
 
     return make
+
+
+NAME = "idp"
+TITLE = "Test IdP"
+CLIENT_SECRET = "upstream-client-secret-0123456789abcdef"  # noqa: S105 - a test secret
+IDP_PASSWORD = "idp password 1"  # noqa: S105 - a test password
+
+ACCOUNTS = {
+    a.login: a
+    for a in [
+        Account("alice", IDP_PASSWORD, "alice@example.com", True, ("devs",)),
+        Account("carol", IDP_PASSWORD, "carol@example.com", True, ("devs", "admins")),
+        Account("dave", IDP_PASSWORD, "dave@example.org", True),
+        # Claims the address of the local account `bob`, without the provider vouching for it.
+        Account("mallory", IDP_PASSWORD, "bob@example.com", False, ("devs",)),
+        Account("robert", IDP_PASSWORD, "rob@example.com", True),
+    ]
+}
+OCTOCAT = GitHubUser(
+    583231,
+    "octocat",
+    IDP_PASSWORD,
+    (("old@example.com", False, True), ("octo@example.com", True, True)),
+    ("acme",),
+)
+
+
+@pytest.fixture(scope="session")
+def live() -> Iterator[LiveServer]:
+    from .upstream_pages import LiveServer  # noqa: PLC0415 - it imports this module
+
+    server = LiveServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def provider(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    callback = f"{live.url}/login/upstream/{NAME}/callback"
+    started = time.monotonic()
+    idp = OidcProvider.start(
+        tmp_path_factory.mktemp("oidc"),
+        [Client("devspace", CLIENT_SECRET, (callback,))],
+        list(ACCOUNTS.values()),
+    )
+    print(f"oidc-provider started in {time.monotonic() - started:.2f} s")
+    yield idp
+    idp.stop()
+
+
+@pytest.fixture(scope="session")
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub("Iv1.devspace", CLIENT_SECRET, {OCTOCAT.login: OCTOCAT}).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with chromium() as found:
+        yield found
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+Serve = Callable[..., Flask]
+
+
+@pytest.fixture
+def serve(
+    settings: dict[str, str],
+    live: LiveServer,
+    provider: OidcProvider,
+    github: FakeGitHub,
+    make_app: Callable[[Config], Flask],
+) -> Iterator[Serve]:
+    """Serve an app on `live` with both providers; keyword arguments override `idp`'s
+    settings, `gh_<key>` ones GitHub's."""
+    base = settings | {
+        "DEVSPACE_PUBLIC_URL": live.url,
+        "DEVSPACE_UPSTREAM_PROVIDERS": f"{NAME},gh",
+        "DEVSPACE_UPSTREAM_IDP_TITLE": TITLE,
+        "DEVSPACE_UPSTREAM_IDP_DISCOVERY_URL": provider.discovery_url,
+        "DEVSPACE_UPSTREAM_IDP_CLIENT_ID": "devspace",
+        "DEVSPACE_UPSTREAM_IDP_CLIENT_SECRET": CLIENT_SECRET,
+        "DEVSPACE_UPSTREAM_IDP_SCOPES": "openid email profile groups",
+        "DEVSPACE_UPSTREAM_GH_TYPE": "github",
+        "DEVSPACE_UPSTREAM_GH_URL": github.url,
+        "DEVSPACE_UPSTREAM_GH_CLIENT_ID": github.client_id,
+        "DEVSPACE_UPSTREAM_GH_CLIENT_SECRET": CLIENT_SECRET,
+    }
+
+    def serve(**overrides: str) -> Flask:
+        extra = {
+            f"DEVSPACE_UPSTREAM_{'' if k.startswith('gh_') else 'IDP_'}{k.upper()}": v
+            for k, v in overrides.items()
+        }
+        live.app = make_app(load_config(base | extra))
+        return live.app
+
+    yield serve
+    live.app = None

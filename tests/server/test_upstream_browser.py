@@ -6,28 +6,25 @@ and lands back on devspace. devspace is served over real HTTP on `localhost`, th
 `127.0.0.1`: two different sites, as in production, so cookie and redirect rules apply.
 GitHub's code path runs against `testbed.github`, a local stand-in (GitHub is unreachable).
 
-Session fixtures: ``live`` (the HTTP server; each test swaps in its own app), ``provider``
-(the OpenID provider with the accounts below), ``github`` (the stand-in), ``browser``.
+Fixtures (in conftest.py): ``live`` (the HTTP server; each test swaps in its own app),
+``provider`` (the OpenID provider with ``ACCOUNTS``), ``github`` (the stand-in), ``browser``,
+``page`` and ``serve``.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from playwright.sync_api import Browser, Page, Route
 from sqlalchemy import select
 
-from devspace_server.config import Config, load_config
 from devspace_server.context import state
 from devspace_server.models import Identity, Role, User
-from testbed.browser import chromium
-from testbed.github import FakeGitHub, GitHubUser
-from testbed.oidc import Account, Client, OidcProvider
+from testbed.github import FakeGitHub
+from testbed.oidc import OidcProvider
 
+from .conftest import IDP_PASSWORD, NAME, TITLE, Serve
 from .upstream_pages import (
     LiveServer,
     audit_actions,
@@ -39,114 +36,9 @@ from .upstream_pages import (
     tampered,
 )
 
-NAME = "idp"
-TITLE = "Test IdP"
-CLIENT_SECRET = "upstream-client-secret-0123456789abcdef"  # noqa: S105 - a test secret
-IDP_PASSWORD = "idp password 1"  # noqa: S105 - a test password
-
-ACCOUNTS = {
-    a.login: a
-    for a in [
-        Account("alice", IDP_PASSWORD, "alice@example.com", True, ("devs",)),
-        Account("carol", IDP_PASSWORD, "carol@example.com", True, ("devs", "admins")),
-        Account("dave", IDP_PASSWORD, "dave@example.org", True),
-        # Claims the address of the local account `bob`, without the provider vouching for it.
-        Account("mallory", IDP_PASSWORD, "bob@example.com", False, ("devs",)),
-        Account("robert", IDP_PASSWORD, "rob@example.com", True),
-    ]
-}
-OCTOCAT = GitHubUser(
-    583231,
-    "octocat",
-    IDP_PASSWORD,
-    (("old@example.com", False, True), ("octo@example.com", True, True)),
-    ("acme",),
-)
-
 
 def idp_sign_in(page: Page, live: LiveServer, login: str) -> None:
     sign_in(page, live, TITLE, login, IDP_PASSWORD)
-
-
-@pytest.fixture(scope="session")
-def live() -> Iterator[LiveServer]:
-    server = LiveServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def provider(live: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    callback = f"{live.url}/login/upstream/{NAME}/callback"
-    started = time.monotonic()
-    idp = OidcProvider.start(
-        tmp_path_factory.mktemp("oidc"),
-        [Client("devspace", CLIENT_SECRET, (callback,))],
-        list(ACCOUNTS.values()),
-    )
-    print(f"oidc-provider started in {time.monotonic() - started:.2f} s")
-    yield idp
-    idp.stop()
-
-
-@pytest.fixture(scope="session")
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub("Iv1.devspace", CLIENT_SECRET, {OCTOCAT.login: OCTOCAT}).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with chromium() as found:
-        yield found
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(java_script_enabled=False)
-    context.set_default_timeout(15_000)
-    yield context.new_page()
-    context.close()
-
-
-Serve = Callable[..., Flask]
-
-
-@pytest.fixture
-def serve(
-    settings: dict[str, str],
-    live: LiveServer,
-    provider: OidcProvider,
-    github: FakeGitHub,
-    make_app: Callable[[Config], Flask],
-) -> Iterator[Serve]:
-    """Serve an app on `live` with both providers; keyword arguments override `idp`'s
-    settings, `gh_<key>` ones GitHub's."""
-    base = settings | {
-        "DEVSPACE_PUBLIC_URL": live.url,
-        "DEVSPACE_UPSTREAM_PROVIDERS": f"{NAME},gh",
-        "DEVSPACE_UPSTREAM_IDP_TITLE": TITLE,
-        "DEVSPACE_UPSTREAM_IDP_DISCOVERY_URL": provider.discovery_url,
-        "DEVSPACE_UPSTREAM_IDP_CLIENT_ID": "devspace",
-        "DEVSPACE_UPSTREAM_IDP_CLIENT_SECRET": CLIENT_SECRET,
-        "DEVSPACE_UPSTREAM_IDP_SCOPES": "openid email profile groups",
-        "DEVSPACE_UPSTREAM_GH_TYPE": "github",
-        "DEVSPACE_UPSTREAM_GH_URL": github.url,
-        "DEVSPACE_UPSTREAM_GH_CLIENT_ID": github.client_id,
-        "DEVSPACE_UPSTREAM_GH_CLIENT_SECRET": CLIENT_SECRET,
-    }
-
-    def serve(**overrides: str) -> Flask:
-        extra = {
-            f"DEVSPACE_UPSTREAM_{'' if k.startswith('gh_') else 'IDP_'}{k.upper()}": v
-            for k, v in overrides.items()
-        }
-        live.app = make_app(load_config(base | extra))
-        return live.app
-
-    yield serve
-    live.app = None
 
 
 def test_a_person_signs_in_through_the_provider_and_again_as_the_same_user(

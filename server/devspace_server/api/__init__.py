@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from devspace_server.api import audit, health, openapi, tokens, users
+from devspace_server.api import audit, health, openapi, quotas, spaces, ssh, tokens, users
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     health.blueprint,
@@ -16,6 +16,9 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     users.blueprint,
     tokens.blueprint,
     audit.blueprint,
+    ssh.blueprint,
+    spaces.blueprint,
+    quotas.blueprint,
 )
 
 

@@ -21,13 +21,19 @@ from devspace_server.models import AuditEvent
 blueprint = Blueprint("audit", __name__, url_prefix="/api/v1/admin/audit")
 
 
+# PostgreSQL refuses text with NUL in it, so a filter with one would fail in the driver.
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
 class AuditQuery(Model):
     """Which events to show."""
 
-    actor: str | None = Field(default=None, description="Only events by this user id.")
-    target: str | None = Field(default=None, description="Only events about this target.")
-    action: str | None = Field(default=None, description="Only this action, e.g. `user.disabled`.")
-    before: Annotated[int | None, Field(ge=1, description="Only events older than this id.")] = None
+    actor: Text | None = Field(default=None, description="Only events by this user id.")
+    target: Text | None = Field(default=None, description="Only events about this target.")
+    action: Text | None = Field(default=None, description="Only this action, e.g. `user.disabled`.")
+    before: Annotated[
+        int | None, Field(ge=1, le=2**63 - 1, description="Only events older than this id.")
+    ] = None
     limit: Annotated[int, Field(ge=1, le=200)] = 50
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, json
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
@@ -37,7 +37,13 @@ class InvalidFieldDoc(Model):
 
 
 class Problem(Model):
-    """An error, as RFC 9457 problem details."""
+    """An error, as RFC 9457 problem details.
+
+    RFC 9457 lets a problem type carry extension members (a quota refusal names the `limit`
+    it hit, say), so unlike request bodies this schema allows more fields.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = Field(description="`urn:devspace:problem:<slug>`, or `about:blank`.")
     title: str

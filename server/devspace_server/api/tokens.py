@@ -24,6 +24,8 @@ blueprint = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens")
 
 ScopeName = Literal["spaces", "ssh", "admin"]
 MAX_PERSONAL_TOKENS = 100
+# The largest id SQL stores; a larger one in a URL would fail in the driver, so it is a 404.
+LARGEST_ID = 2**63 - 1
 
 
 class TokenInfo(Model):
@@ -141,7 +143,7 @@ def create_token(body: NewToken) -> CreatedToken:
     return CreatedToken(**TokenInfo.of(token).model_dump(), token=secret)
 
 
-@blueprint.delete("/<int:token_id>")
+@blueprint.delete(f"/<int(max={LARGEST_ID}):token_id>")
 @operation(summary="Revoke one of your personal tokens", tags=["tokens"], status=204, errors=[404])
 def revoke_token(token_id: int) -> None:
     """Revoke it at once. Raises `NotFound` unless it is the caller's own personal token."""

@@ -23,6 +23,9 @@ from devspace_server.models import ApiToken, Role, User, WebSession, utcnow
 
 blueprint = Blueprint("users", __name__, url_prefix="/api/v1")
 ADMIN = [scopes.ADMIN]
+# The largest integer SQL stores (SQLite's INTEGER, PostgreSQL's bigint): a larger one in a
+# request would fail in the driver, so it is refused before, as a 422 or a 404.
+LARGEST = 2**63 - 1
 
 
 class UserInfo(Model):
@@ -62,7 +65,7 @@ class Paging(Model):
     """Which page of a list to show."""
 
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Annotated[int, Field(ge=0, le=LARGEST)] = 0
 
 
 class UserPage(Model):
@@ -104,7 +107,8 @@ def list_users(query: Paging) -> UserPage:
 
 
 def _user(user_id: str) -> User:
-    user = context.db().get(User, user_id)
+    # PostgreSQL refuses text with NUL in it outright; no id has one.
+    user = None if "\x00" in user_id else context.db().get(User, user_id)
     if user is None:
         raise NotFound(f"There is no user with id {user_id!r}.")
     return user
@@ -167,7 +171,7 @@ def list_user_tokens(user_id: str) -> TokenList:
     return TokenList(items=[TokenInfo.of(t) for t in live_tokens(context.db(), user.id)])
 
 
-@blueprint.delete("/admin/users/<user_id>/tokens/<int:token_id>")
+@blueprint.delete(f"/admin/users/<user_id>/tokens/<int(max={LARGEST}):token_id>")
 @operation(
     summary="Revoke one of a user's tokens",
     description="Revoking an OAuth token ends the whole sign-in it belongs to.",

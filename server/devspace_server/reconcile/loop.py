@@ -138,6 +138,9 @@ class ReconcileLoop:
                 self.resync_once()
             except ClusterError as error:
                 log.warning("resync: %s", error)
+            except Exception:
+                # The store failing (its database restarting) must not end the resyncs.
+                log.exception("resync failed")
             stop.wait(self.resync_seconds)
 
     def _work(self, stop: threading.Event) -> None:

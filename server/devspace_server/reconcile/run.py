@@ -7,6 +7,7 @@ the database-backed store exists; it returns when `stop` is set.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 
 from kubernetes import client
 
@@ -27,17 +28,22 @@ def run(
     stop: threading.Event,
     elector: LeaderElector | None = None,
     loop: ReconcileLoop | None = None,
+    followers: Sequence[Callable[[ReconcileLoop, threading.Event], None]] = (),
 ) -> None:
     """Reconcile `store` into the cluster behind `api` while this replica leads.
 
     Each time leadership is won a fresh loop starts from a full resync, so nothing carries
     over from an earlier term. Cluster failures are retried inside; nothing is raised.
+    Each of `followers` runs in its own thread for the term, to feed the loop (for example
+    `dbstore.follow_changes`), and must return once the term's event is set.
     """
     elector = elector or LeaderElector(api, lease_namespace)
     reconciler = Reconciler(Cluster(api), store, settings)
 
     def lead(lost: threading.Event) -> None:
         term = loop or ReconcileLoop(reconciler)
+        for follow in followers:
+            threading.Thread(target=follow, args=(term, lost), daemon=True).start()
         term.run(lost)
 
     elector.run(lead, stop)
