@@ -1,0 +1,439 @@
+"""SSH to a space: one connection, through the gateway to the pod's sidecar, host keys pinned.
+
+`Connection` opens lazily on first use, is a context manager, owns one SFTP client, runs and
+streams commands, and forwards local ports in threads whose errors come back on `check()` and
+`close()` (as Fabric's `Connection`). paramiko's exceptions stop here: everything raised is a
+`devspace.errors` type, raised from the original. The streams and tunnels that ride on an open
+connection are in `devspace.channels`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
+
+from devspace.channels import ForwardError, LocalForward, RemoteCommand, converted, drain, feed
+from devspace.errors import AuthError, SshError, UsageError
+
+__all__ = [
+    "CertificateRefused",
+    "Connection",
+    "ForwardError",
+    "Hop",
+    "HostKeyMismatch",
+    "Identity",
+    "LocalForward",
+    "PinnedHostKey",
+    "RemoteCommand",
+    "Result",
+]
+
+# GCM needs no separate MAC and is paramiko's fastest cipher (measured in issue 5 and in
+# tests/cli/test_ssh_connection.py's benchmark); CTR with an encrypt-then-MAC is the fallback
+# for servers without GCM.
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+DIGESTS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256")
+# Host key algorithms to ask for, per pinned key type, so the server presents the pinned key.
+_HOST_KEY_ALGORITHMS = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"]}
+
+
+class HostKeyMismatch(SshError):
+    """The server presented a host key other than the pinned one."""
+
+
+class CertificateRefused(AuthError):
+    """A hop refused the user's certificate (expired, not yet valid, wrong user or CA)."""
+
+
+def sha256_fingerprint(public_key_blob: bytes) -> str:
+    """Return OpenSSH's `SHA256:…` fingerprint of a public key in SSH wire format."""
+    digest = base64.b64encode(hashlib.sha256(public_key_blob).digest()).decode()
+    return f"SHA256:{digest.rstrip('=')}"
+
+
+@dataclass(frozen=True)
+class PinnedHostKey:
+    """The host key a hop must present: its fingerprint and, when known, its key type."""
+
+    fingerprint: str
+    key_type: str | None = None
+
+    @classmethod
+    def published(
+        cls, public_key: str | None = None, fingerprint: str | None = None
+    ) -> PinnedHostKey:
+        """Build the pin from what the API publishes: an OpenSSH key line, a fingerprint, or both.
+
+        Raises:
+            UsageError: neither is given, the key line is malformed, or the two disagree.
+        """
+        if public_key is None:
+            if not fingerprint or not fingerprint.startswith("SHA256:"):
+                raise UsageError(f"not a SHA256 host key fingerprint: {fingerprint!r}")
+            return cls(fingerprint)
+        try:
+            key_type, blob, *_ = public_key.split()
+            from_key = sha256_fingerprint(base64.b64decode(blob, validate=True))
+        except ValueError as error:
+            raise UsageError(f"not an OpenSSH public key line: {public_key[:80]!r}") from error
+        if fingerprint is not None and fingerprint != from_key:
+            raise UsageError(
+                f"published host key {from_key} does not match fingerprint {fingerprint}"
+            )
+        return cls(from_key, key_type)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One SSH server on the way: address, login user, pinned host key, and a name for messages."""
+
+    host: str
+    port: int
+    user: str
+    host_key: PinnedHostKey
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name or f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The user's private key and the OpenSSH certificate the server signed for it."""
+
+    private_key: Path
+    certificate: Path
+
+    def load(self) -> tuple[paramiko.PKey, SSHCertificate]:
+        """Return the key with its certificate attached, and the parsed certificate.
+
+        Raises:
+            AuthError: a file is missing or unreadable, or the certificate is not for this key.
+        """
+        try:
+            certificate = load_ssh_public_identity(self.certificate.read_bytes())
+            key = paramiko.PKey.from_path(self.private_key)
+            key.load_certificate(str(self.certificate))
+        except OSError as error:
+            raise AuthError(
+                f"cannot read {error.filename}: {error.strerror}; run `devspace login`"
+            ) from error
+        except (ValueError, paramiko.SSHException) as error:
+            raise AuthError(
+                f"unusable SSH key or certificate ({error}); run `devspace login`"
+            ) from error
+        if not isinstance(certificate, SSHCertificate):
+            raise AuthError(f"{self.certificate} holds a plain key, not a certificate")
+        return key, certificate
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished remote command left: its exit status and everything it wrote."""
+
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Connection:
+    """An SSH connection to a space's sidecar, directly or through the gateway.
+
+    Nothing happens until first use (`open`, `run`, `exec`, `sftp`, `forward_local`). Every
+    method raises only `devspace.errors` types: `HostKeyMismatch` and other `SshError`s for the
+    network and SSH, `CertificateRefused` / `AuthError` for credentials.
+    """
+
+    def __init__(
+        self,
+        target: Hop,
+        identity: Identity,
+        *,
+        gateway: Hop | None = None,
+        timeout: float = 15.0,
+        keepalive: int = 15,
+        ciphers: Sequence[str] = CIPHERS,
+    ) -> None:
+        self.target = target
+        self.gateway = gateway
+        self.identity = identity
+        self.timeout = timeout
+        self.keepalive = keepalive
+        self.ciphers = tuple(ciphers)
+        self._lock = threading.RLock()
+        self._transports: list[paramiko.Transport] = []  # outermost first
+        self._sftp: paramiko.SFTPClient | None = None
+        self._forwards: list[LocalForward] = []
+        self._closed = False
+
+    def open(self) -> None:
+        """Connect and authenticate every hop, unless already done.
+
+        Raises:
+            SshError: unreachable, refused, handshake failed, or the gateway would not connect.
+            HostKeyMismatch: a hop's host key is not the pinned one.
+            AuthError: the certificate is unusable or refused.
+        """
+        with self._lock:
+            if self._closed:
+                raise SshError(f"the connection to {self.target} is closed")
+            if self._transports:
+                return
+            key, certificate = self.identity.load()
+            try:
+                first = self.gateway or self.target
+                sock: socket.socket | paramiko.Channel = _dial(first, self.timeout)
+                if self.gateway is not None:
+                    outer = self._handshake(self.gateway, sock, key, certificate)
+                    sock = self._tunnel(outer)
+                self._handshake(self.target, sock, key, certificate)
+            except BaseException:
+                self._close_transports()
+                raise
+
+    def _handshake(
+        self,
+        hop: Hop,
+        sock: socket.socket | paramiko.Channel,
+        key: paramiko.PKey,
+        certificate: SSHCertificate,
+    ) -> paramiko.Transport:
+        transport = paramiko.Transport(sock)
+        self._transports.append(transport)
+        options = transport.get_security_options()
+        options.ciphers = [c for c in self.ciphers if c in options.ciphers]
+        options.digests = [d for d in DIGESTS if d in options.digests]
+        if hop.host_key.key_type:
+            options.key_types = _HOST_KEY_ALGORITHMS.get(
+                hop.host_key.key_type, [hop.host_key.key_type]
+            )
+        try:
+            transport.start_client(timeout=self.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise SshError(f"SSH handshake with {hop} failed: {error}") from error
+        presented = transport.get_remote_server_key().fingerprint
+        if presented != hop.host_key.fingerprint:
+            # Checked before authenticating, so an impostor never sees our certificate.
+            raise HostKeyMismatch(
+                f"host key mismatch for {hop}: expected {hop.host_key.fingerprint}, got "
+                f"{presented} — the pod was replaced or someone is intercepting the connection; "
+                "run `devspace spaces show` to see the published key, and do not connect until "
+                "they agree"
+            )
+        try:
+            transport.auth_publickey(hop.user, key)
+        except paramiko.AuthenticationException as error:
+            raise CertificateRefused(_refusal(hop, certificate)) from error
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise SshError(f"authenticating with {hop} failed: {error}") from error
+        if not transport.is_authenticated():
+            raise CertificateRefused(_refusal(hop, certificate))
+        transport.set_keepalive(self.keepalive)
+        return transport
+
+    def _tunnel(self, gateway: paramiko.Transport) -> paramiko.Channel:
+        target = (self.target.host, self.target.port)
+        try:
+            return gateway.open_channel(
+                "direct-tcpip", target, ("127.0.0.1", 0), timeout=self.timeout
+            )
+        except paramiko.ChannelException as error:
+            raise SshError(
+                f"{self.gateway} refused to connect to {self.target} ({target[0]}:{target[1]}): "
+                f"{error.text} — the space is not running or is not yours; check "
+                "`devspace spaces show`"
+            ) from error
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise SshError(f"{self.gateway} could not reach {self.target}: {error}") from error
+
+    def _transport(self) -> paramiko.Transport:
+        self.open()
+        transport = self._transports[-1]
+        if not transport.is_active():
+            raise SshError(f"the connection to {self.target} was lost")
+        return transport
+
+    @property
+    def cipher(self) -> str:
+        """Return the cipher negotiated with the target, opening the connection if needed."""
+        return self._transport().local_cipher
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """Return the connection's one SFTP client, opening it on first call.
+
+        Raises: SshError as `open`, or if the server refuses the SFTP subsystem.
+        """
+        with self._lock:
+            if self._sftp is None:
+                with converted(f"starting SFTP on {self.target}"):
+                    self._sftp = self._transport().open_sftp_client()
+            return self._sftp
+
+    def exec(self, command: str | Sequence[str]) -> RemoteCommand:
+        """Start `command` (a shell string or an argv list, quoted for a POSIX shell) and stream it.
+
+        Raises: SshError as `open`, or if the server refuses the session.
+        """
+        line = command if isinstance(command, str) else shlex.join(command)
+        transport = self._transport()
+        with converted(f"starting `{line}` on {self.target}"):
+            channel = transport.open_session(timeout=self.timeout)
+            channel.exec_command(line)
+        return RemoteCommand(channel, line)
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        stdin: bytes | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run `command` to the end, feeding it `stdin`; return its exit status and output.
+
+        Raises: SshError as `exec`, or when no output arrives for `timeout` seconds.
+        """
+        # stdin and stderr in threads: a command that writes while we still write, or fills
+        # stderr while we read stdout, would otherwise stall on the channel's window.
+        with ThreadPoolExecutor(2) as pool, self.exec(command) as process:
+            process.channel.settimeout(timeout)
+            feeding = pool.submit(feed, process, stdin) if stdin is not None else None
+            stderr = pool.submit(drain, process.read_stderr)
+            stdout = drain(process.read)
+            if feeding is not None:
+                feeding.result()
+            return Result(process.wait(), stdout, stderr.result())
+
+    def forward_local(
+        self, local_port: int, remote_host: str, remote_port: int, *, bind: str = "127.0.0.1"
+    ) -> LocalForward:
+        """Listen on `bind:local_port` (0 picks a free port, see `.port`) and carry each connection
+        to `remote_host:remote_port` as seen from the pod.
+
+        Raises:
+            ForwardError: the local port is in use or cannot be bound.
+            SshError: as `open`.
+        """
+        transport = self._transport()
+        try:
+            listener = socket.create_server((bind, local_port))
+        except OSError as error:
+            raise ForwardError(
+                f"cannot listen on {bind}:{local_port}: {error.strerror} — is another program "
+                "(or another devspace) using that port? choose another local port"
+            ) from error
+
+        def open_channel(remote: tuple[str, int], peer: tuple[str, int]) -> paramiko.Channel:
+            return transport.open_channel("direct-tcpip", remote, peer, timeout=self.timeout)
+
+        forward = LocalForward(listener, (remote_host, remote_port), open_channel)
+        with self._lock:
+            self._forwards.append(forward)
+        return forward
+
+    def check(self) -> None:
+        """Re-raise the first unreported error of a forward's threads.
+
+        Raises: ForwardError; SshError if the connection was open and has been lost.
+        """
+        for forward in self._forwards:
+            forward.check()
+        if self._transports and not self._transports[-1].is_active():
+            raise SshError(f"the connection to {self.target} was lost")
+
+    def close(self) -> None:
+        """Stop forwards, close SFTP and every hop; safe to call twice.
+
+        Raises: ForwardError, after closing everything, if a forward's thread failed.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            errors: list[ForwardError] = []
+            for forward in self._forwards:
+                try:
+                    forward.close()
+                except ForwardError as error:
+                    errors.append(error)
+            if self._sftp is not None:
+                self._sftp.close()
+            self._close_transports()
+            if errors:
+                raise errors[0]
+
+    def _close_transports(self) -> None:
+        for transport in reversed(self._transports):  # the inner one rides on the outer
+            transport.close()
+        self._transports.clear()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.close()
+        except ForwardError:
+            if kind is None:  # never hide the error already on its way out
+                raise
+
+
+def _dial(hop: Hop, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((hop.host, hop.port), timeout=timeout)
+    except socket.gaierror as error:
+        raise SshError(f"cannot resolve {hop.host} ({hop}): {error.strerror}") from error
+    except ConnectionRefusedError as error:
+        raise SshError(
+            f"connection refused by {hop} at {hop.host}:{hop.port} — nothing listens there; "
+            "check the server address, or whether the gateway is running"
+        ) from error
+    except TimeoutError as error:
+        raise SshError(f"timed out connecting to {hop} at {hop.host}:{hop.port}") from error
+    except OSError as error:
+        raise SshError(f"cannot reach {hop} at {hop.host}:{hop.port}: {error.strerror}") from error
+    # Pipelined SFTP sends many small packets; Nagle's algorithm made it 2-3x slower.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _refusal(hop: Hop, certificate: SSHCertificate) -> str:
+    now = time.time()
+
+    def when(seconds: int) -> str:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    if certificate.valid_before <= now:
+        return (
+            f"{hop} refused your SSH certificate: certificate expired at "
+            f"{when(certificate.valid_before)}; run `devspace login` to get a new one"
+        )
+    if certificate.valid_after > now:
+        return (
+            f"{hop} refused your SSH certificate: certificate not valid before "
+            f"{when(certificate.valid_after)}; check this computer's clock"
+        )
+    principals = ", ".join(p.decode(errors="replace") for p in certificate.valid_principals)
+    key_id = certificate.key_id.decode(errors="replace")
+    return (
+        f"{hop} refused your SSH certificate (key id {key_id}, "
+        f"principals {principals or 'none'}): it is for another user or signed by an authority "
+        f"{hop} does not trust; run `devspace login` again, and check that the space is yours"
+    )

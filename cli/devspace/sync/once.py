@@ -1,0 +1,101 @@
+"""One whole sync pass: scan, list the pod, plan against the ancestor, apply, record.
+
+`sync_once` is what `devspace sync --once` runs and what the watcher repeats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devspace.sync.apply import (
+    ApplyInterrupted,
+    apply,
+    remove_local_temporaries,
+    settled,
+)
+from devspace.sync.operations import SyncPlan
+from devspace.sync.outcome import ApplyResult, Progress
+from devspace.sync.plan import PlanOptions, conflict_stamp, needs_digest, plan
+from devspace.sync.podwrite import remove_temporaries
+from devspace.sync.policy import IgnoreRules, NameRules
+from devspace.sync.remote import FolderMissing, PodFolder
+from devspace.sync.scan import add_digests, scan
+from devspace.sync.snapshot import Kind, Snapshot
+from devspace.sync.state import AncestorStore
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass found and did.
+
+    `applied` is None when a brake stopped the plan (`plan.brakes` says why) — nothing was
+    touched. `missing_remote` is True when the pod's folder did not exist.
+    """
+
+    plan: SyncPlan
+    applied: ApplyResult | None
+    missing_remote: bool = False
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a safety brake held the pass."""
+        return self.plan.stopped
+
+    @property
+    def settled(self) -> bool:
+        """Whether everything planned was applied (no stale operation, no brake)."""
+        return self.applied is not None and self.applied.complete
+
+
+def sync_once(
+    local_root: Path,
+    pod: PodFolder,
+    store: AncestorStore,
+    *,
+    options: PlanOptions | None = None,
+    ignore: tuple[str, ...] = (),
+    progress: Progress | None = None,
+    tar: bool | None = None,
+) -> PassReport:
+    """Run one pass between `local_root` and `pod`, recording the new ancestor in `store`.
+
+    `ignore` adds patterns (devspace.yaml's `sync.ignore`). A brake returns a stopped report
+    without touching anything; confirm with `options.confirmed` and run again.
+
+    Raises ScanError if the local folder cannot be read, ListingError if the pod's listing is
+    malformed, ApplyInterrupted (after recording what was done) if the connection drops during
+    the apply, ConnectionLost if it drops before, RemoteError, StateError.
+    """
+    options = options or PlanOptions(local_names=NameRules.for_platform())
+    if not options.conflict_stamp:
+        options = replace(options, conflict_stamp=conflict_stamp(datetime.now(UTC)))
+    local_scan = scan(local_root, IgnoreRules.load(local_root, extra=ignore))
+    local = local_scan.snapshot
+    missing = False
+    try:
+        remote = pod.listing(local_scan.rules)
+    except FolderMissing:
+        # The pod's folder is gone: plan against nothing, so the empty-root brake speaks.
+        remote, missing = Snapshot(), True
+    remove_local_temporaries(local_root, sorted(local.ignored))
+    remove_temporaries(pod, sorted(remote.ignored))
+    ancestor = store.load()
+    wanted = needs_digest(local, remote, ancestor)
+    if wanted:
+        local = add_digests(local_root, local, wanted)
+        found = pod.digests(wanted)
+        remote = remote.with_digests(
+            {p: d for p, d in found.items() if (e := remote.get(p)) and e.kind is Kind.FILE}
+        )
+    result = plan(local, remote, ancestor, options)
+    if result.stopped:
+        return PassReport(result, None, missing)
+    try:
+        applied = apply(result, local_root, pod, local, remote, progress=progress, tar=tar)
+    except ApplyInterrupted as error:
+        store.save(settled(ancestor, result, error.partial))
+        raise
+    store.save(settled(ancestor, result, applied))
+    return PassReport(result, applied, missing)
