@@ -145,7 +145,9 @@ def parse_body(model: type[M]) -> M:
             f"(this request says {request.mimetype or 'nothing'})."
         )
     try:
-        return model.model_validate_json(request.get_data())
+        # Strict: `true` or "30" where the schema says integer is a client bug to report,
+        # not a value to guess at.
+        return model.model_validate_json(request.get_data(), strict=True)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
@@ -157,6 +159,15 @@ def parse_body(model: type[M]) -> M:
 
 def parse_query(model: type[M]) -> M:
     """The query string validated as `model`. Raises `ValidationFailed` naming each field."""
+    repeated = sorted(key for key in request.args if len(request.args.getlist(key)) > 1)
+    if repeated:
+        raise ValidationFailed(
+            [
+                InvalidField(field=key, pointer=f"#/{key}", detail="Give this parameter once.")
+                for key in repeated
+            ],
+            where="request query string",
+        )
     raw = {key: request.args.get(key) for key in request.args}
     try:
         return model.model_validate(raw)
