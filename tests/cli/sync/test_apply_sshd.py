@@ -5,32 +5,15 @@ hop will. Each test syncs its own folder under /workspace, so one pod serves the
 pod is changed behind sync's back with commands run over a second connection, as a developer's
 shell in the pod would.
 
-Measurements (`DEVSPACE_SYNC_MEASURE=1 pytest tests/cli/sync/test_apply_sshd.py -k measure -s`)
-chose the path for a batch of new small files (`podwrite.TAR_MIN_FILES`). Time to apply the
-plan only, TCP_NODELAY set, three runs, this machine (2 vCPU VM, sidecar in a local netns):
-
-    files  pod disk    paramiko put loop  pipelined SFTP  tar stream
-    10     tmpfs       5-7 ms             10-15 ms        12-16 ms
-    100    tmpfs       47-62 ms           30-42 ms        23-29 ms
-    2000   tmpfs       0.9-1.3 s          0.55-0.70 s     0.27-0.38 s
-    2000   workspace   1.0-4.3 s          1.0-3.0 s       1.2-3.3 s
-
-On the workspace volume (ext4 on a shared virtual disk) creating a file costs ~0.45 ms whatever
-writes it, and the disk decides; sync's temporary name and rename add two metadata writes per
-file that the put loop (which writes in place) does not pay. Without TCP_NODELAY pipelined
-SFTP took 5.3 s for 2000 files on the volume (Nagle holds each small request for an ACK).
-One 256 MiB file to tmpfs (aes128-ctr): OpenSSH sftp 211-262 MiB/s, paramiko put 140-204,
-sync's pipelined upload 177-208. 2000 small files from the pod: 10.1 s one SFTP download at a
-time, 0.37-1.3 s through one tar stream.
+Measurements are benchmarks, not tests: `bench/run` (see BENCHMARKS.md, which also keeps the
+figures that chose `podwrite.TAR_MIN_FILES` and sync's use of TCP_NODELAY).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shlex
-import subprocess
 import threading
 import time
 import uuid
@@ -52,7 +35,7 @@ from devspace.sync.plan import PlanOptions, plan
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.remote import PodFolder
 from devspace.sync.scan import add_digests, scan
-from devspace.sync.snapshot import Ancestor, Kind, Side
+from devspace.sync.snapshot import Kind, Side
 from devspace.sync.state import AncestorStore, FolderKey
 
 pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.timeout(120)]
@@ -466,91 +449,3 @@ def test_a_branch_switch_of_a_thousand_files_converges(pair: Pair) -> None:
     assert elapsed < 15, f"the branch switch took {elapsed:.1f} s"
     print(f"\nbranch switch: {len(report.plan.operations)} operations in {elapsed:.2f} s")
     assert_converged(pair)
-
-
-# --- measurements --------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not os.environ.get("DEVSPACE_SYNC_MEASURE"), reason="a measurement")
-@pytest.mark.parametrize("count", [10, 100, 2000])
-@pytest.mark.parametrize("disk", ["tmpfs", "workspace"])
-def test_measure_sftp_against_tar(
-    *, sidecar: Sidecar, certificate: Path, shell: PodFolder, tmp_path: Path, count: int, disk: str
-) -> None:
-    """Upload `count` new small files: a naive paramiko loop, pipelined SFTP, a tar stream.
-
-    On tmpfs (the pod's /tmp) the numbers are the protocol's; on the workspace volume the
-    disk's cost of creating files joins in.
-    """
-    remote = f"{'/tmp' if disk == 'tmpfs' else '/workspace'}/m-{uuid.uuid4().hex[:8]}"
-    shell.run(f"mkdir {remote}")
-    (tmp_path / "local").mkdir()
-    pair = Pair(tmp_path / "local", remote, tmp_path / "state", connect(sidecar, certificate))
-    for n in range(count):
-        write(pair.local / f"d{n % 40}" / f"f{n}.txt", f"small file {n}\n" * 8)
-    local = scan(pair.local, IgnoreRules()).snapshot
-    files = sorted(p for p, e in local.items() if e.kind is Kind.FILE)
-
-    sh(shell, pair, "mkdir naive")
-    started = time.monotonic()
-    for path in files:  # what a straightforward client does: one request at a time
-        sftp = pair.pod.sftp
-        with contextlib.suppress(OSError):
-            sftp.mkdir(f"{pair.remote}/naive/{path.split('/')[0]}")
-        sftp.put(str(pair.local / path), f"{pair.remote}/naive/{path}")
-    timings = {"paramiko put loop": time.monotonic() - started}
-    sh(shell, pair, "rm -rf naive")
-    for tar in (False, True):
-        remote = pair.pod.listing(IgnoreRules())
-        planned = plan(local, remote, Ancestor(), OPTIONS)
-        started = time.monotonic()
-        result = apply(planned, pair.local, pair.pod, local, remote, tar=tar)
-        timings["tar stream" if tar else "pipelined sftp"] = time.monotonic() - started
-        assert result.complete
-        sh(shell, pair, "rm -rf ./*")
-    pair.client.close()
-    print(
-        f"\n{count} files on {disk}: "
-        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
-    )
-
-
-@pytest.mark.skipif(not os.environ.get("DEVSPACE_SYNC_MEASURE"), reason="a measurement")
-def test_measure_one_large_file(
-    sidecar: Sidecar, certificate: Path, shell: PodFolder, tmp_path: Path
-) -> None:
-    """256 MiB to the pod's tmpfs: OpenSSH's sftp, paramiko's put, and sync's upload."""
-    remote = f"/tmp/m-{uuid.uuid4().hex[:8]}"
-    others = f"{remote}-others"  # outside the synced folder
-    shell.run(f"mkdir {remote} {others}")
-    (tmp_path / "local").mkdir()
-    write(tmp_path / "local" / "big.bin", os.urandom(1 << 20) * 256)
-    batch = tmp_path / "batch"
-    batch.write_text(f"put {tmp_path / 'local' / 'big.bin'} {others}/openssh.bin\n")
-    argv = ["sftp", "-F", "none", "-b", str(batch), "-o", "IdentitiesOnly=yes"]
-    argv += ["-o", f"UserKnownHostsFile={sidecar.known_hosts}", "-i", str(certificate)]
-    started = time.monotonic()
-    subprocess.run([*argv, "-P", "2222", f"dev@{sidecar.ip}"], check=True, capture_output=True)
-    timings = {"OpenSSH sftp": time.monotonic() - started}
-    pair = Pair(tmp_path / "local", remote, tmp_path / "state", connect(sidecar, certificate))
-    started = time.monotonic()
-    pair.pod.sftp.put(str(tmp_path / "local" / "big.bin"), f"{others}/paramiko.bin")
-    timings["paramiko put"] = time.monotonic() - started
-    started = time.monotonic()
-    assert pair.sync().settled
-    timings["sync upload"] = time.monotonic() - started
-    cipher = pair.client.get_transport().remote_cipher  # type: ignore[union-attr]
-    pair.client.close()
-    shell.run(f"rm -r {remote} {others}")
-    numbers = ", ".join(f"{name} {256 / seconds:.0f} MiB/s" for name, seconds in timings.items())
-    print(f"\n256 MiB ({cipher}): {numbers}")
-
-
-@pytest.mark.skipif(not os.environ.get("DEVSPACE_SYNC_MEASURE"), reason="a measurement")
-def test_measure_download_of_small_files(pair: Pair, shell: PodFolder) -> None:
-    """2000 small files made in the pod, brought to the laptop by one pass."""
-    sh(shell, pair, "for d in $(seq 40); do mkdir d$d; done")
-    sh(shell, pair, "for n in $(seq 2000); do echo $n > d$((n % 40 + 1))/f$n.txt; done")
-    started = time.monotonic()
-    assert pair.sync().settled
-    print(f"\n2000 small files from the pod: {time.monotonic() - started:.2f} s")

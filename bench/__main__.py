@@ -1,0 +1,114 @@
+"""`bench/run [--only NAME ...] [--small] [--runs N]`: run the benchmarks, print the table.
+
+Starts what it needs (control plane, test node, one sidecar pod with Debian's sshd) unless only
+`cli-startup` is asked for, and tears it down at the end. Progress goes to stderr, the table
+(Markdown, as BENCHMARKS.md shows it) to stdout, and with `--json PATH` the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.report import Machine, Row, markdown
+from bench.startup import cli_startup
+
+NAMES = ("small-files", "large-file", "tunnel", "cli-startup")
+NEEDS = {"small-files": "rsync", "large-file": "sftp", "tunnel": "ssh"}
+PACKAGES = {"rsync": "rsync", "sftp": "openssh-client", "ssh": "openssh-client"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks; returns the exit status (1 if one could not run)."""
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=NAMES,
+        default=list(NAMES),
+        metavar="NAME",
+        help=f"run only these ({', '.join(NAMES)})",
+    )
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="2,000 small files, a 128 MiB file, 256 MiB through the tunnel",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    machine = Machine.here()
+    command = "bench/run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print(f"bench: {machine}", file=sys.stderr)
+
+    missing = sorted({NEEDS[n] for n in args.only if n in NEEDS and not shutil.which(NEEDS[n])})
+    skipped = [n for n in args.only if n in NEEDS and NEEDS[n] in missing]
+    for tool in missing:
+        names = ", ".join(n for n in skipped if NEEDS[n] == tool)
+        print(
+            f"bench: {tool} is not installed (Debian package `{PACKAGES[tool]}`): skipping {names}",
+            file=sys.stderr,
+        )
+    chosen = [n for n in args.only if n not in skipped]
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    if "cli-startup" in chosen:
+        print("bench: cli-startup", file=sys.stderr)
+        row, timer = cli_startup(max(args.runs, 30))
+        rows.append(row)
+        notes.append(f"cli-startup timed with {timer}")
+    if any(n in chosen for n in NEEDS):
+        rows += _with_sidecar(chosen, args.small, args.runs)
+
+    table = markdown(rows, machine, command)
+    print(table + "".join(f"\n{note}" for note in notes))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": asdict(machine),
+                    "command": command,
+                    "notes": notes,
+                    "rows": [asdict(r) | {"ratio": r.ratio, "met": r.met} for r in rows],
+                },
+                default=str,
+                indent=2,
+            )
+        )
+    return 1 if skipped else 0
+
+
+def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
+    # Imported here: the test bed and the sync engine are not needed for cli-startup alone.
+    from bench.bed import sidecar_test_bed  # noqa: PLC0415
+    from bench.sync import large_file, small_files  # noqa: PLC0415
+    from bench.tunnel import forwarded_port  # noqa: PLC0415
+
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="devspace-bench-work-"))
+    try:
+        print("bench: starting the test bed and a sidecar pod", file=sys.stderr)
+        with sidecar_test_bed() as sidecar:
+            if "small-files" in chosen:
+                print("bench: small-files", file=sys.stderr)
+                rows.append(small_files(sidecar, work, runs, 2_000 if small else 10_000))
+            if "large-file" in chosen:
+                print("bench: large-file", file=sys.stderr)
+                rows.append(large_file(sidecar, work, runs, 128 if small else 512))
+            if "tunnel" in chosen:
+                print("bench: tunnel", file=sys.stderr)
+                rows.append(forwarded_port(sidecar, work, runs, 256 if small else 512))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
