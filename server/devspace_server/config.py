@@ -54,6 +54,8 @@ SETTINGS = (
     "ssh_ca_key_file",
     "ssh_ca_previous_public_keys",
     "ssh_cert_lifetime_seconds",
+    "gateway_secret",
+    "gateway_secret_file",
     *CLUSTER_KEYS,
 )
 
@@ -89,6 +91,9 @@ class Config:
     ssh_ca: CertificateAuthority | None = field(default=None, repr=False, compare=False)
     """Signs SSH certificates; None (and `/api/v1/ssh/` answers 503) without a CA key file."""
     ssh_cert_lifetime_seconds: int = 4 * 3600
+    gateway_secret: str | None = field(default=None, repr=False)
+    """Shared with the SSH gateway, which sends it to `/internal/gateway/principals`; None
+    (and that endpoint answers 503) when unset."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     """Spaces: the cluster layout, quota defaults, and the reconciler's kubeconfig."""
 
@@ -313,6 +318,36 @@ def _secret(s: _Settings) -> str:
     return direct or ""
 
 
+def _gateway_secret(s: _Settings, secret_key: str) -> str | None:
+    """The gateway's shared secret, from `gateway_secret` or the file `gateway_secret_file`.
+
+    Unset is allowed (the gateway endpoint then answers 503); short, placeholder or reused
+    secrets are reported: the gateway's pods hold this one, so it must not also sign sessions.
+    """
+    direct, path = s.raw("gateway_secret"), s.raw("gateway_secret_file")
+    if direct and path:
+        s.problem("gateway_secret", f"and {s.name('gateway_secret_file')} are both set: keep one")
+        return None
+    key = "gateway_secret"
+    if path:
+        key = "gateway_secret_file"
+        try:
+            direct = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            s.problem(key, f"names {path}, which cannot be read ({exc.strerror})")
+            return None
+    if not direct:
+        return None
+    how = f"set {PREFIX}GATEWAY_SECRET to the output of `{KEY_COMMAND}`"
+    if len(direct) < MIN_SECRET_LENGTH:
+        s.problem(key, f"is {len(direct)} characters, too short to be safe: {how}")
+    elif direct.lower() in _WEAK_SECRETS or len(set(direct)) < 12:
+        s.problem(key, f"looks like a placeholder, not a random secret: {how}")
+    elif direct == secret_key:
+        s.problem(key, f"equals {PREFIX}SECRET_KEY: the gateway must not hold that key; {how}")
+    return direct
+
+
 def _ssh_ca(s: _Settings) -> CertificateAuthority | None:
     path, previous = s.raw("ssh_ca_key_file"), s.raw("ssh_ca_previous_public_keys")
     if not path:
@@ -380,6 +415,7 @@ def load_config(
     refresh_lifetime = _integer(s, "refresh_token_lifetime_seconds")
     ssh_ca = _ssh_ca(s)
     ssh_cert_lifetime = _integer(s, "ssh_cert_lifetime_seconds")
+    gateway_secret = _gateway_secret(s, secret_key)
     cluster = parse_cluster(s.raw, s.problem)
     if s.problems:
         raise ConfigError(s.problems)
@@ -397,6 +433,7 @@ def load_config(
         refresh_token_lifetime_seconds=refresh_lifetime,
         ssh_ca=ssh_ca,
         ssh_cert_lifetime_seconds=ssh_cert_lifetime,
+        gateway_secret=gateway_secret,
         cluster=cluster,
     )
 

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from devspace_server.api import audit, health, openapi, quotas, spaces, ssh, tokens, users
+from devspace_server.api import (
+    audit,
+    gateway,
+    health,
+    openapi,
+    quotas,
+    spaces,
+    ssh,
+    tokens,
+    users,
+)
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     health.blueprint,
@@ -19,6 +29,8 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     ssh.blueprint,
     spaces.blueprint,
     quotas.blueprint,
+    # Not public: the SSH gateway's internal question, outside /api/v1 and the OpenAPI document.
+    gateway.blueprint,
 )
 
 
