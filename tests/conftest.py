@@ -9,6 +9,9 @@ Session fixtures (started once, on first use):
 - ``test_node``: the test bed's node agent (``testbed.node.TestNode``), which binds pods
   and runs them in their own network namespaces. Skipped on an existing cluster.
 - ``postgres``: a private PostgreSQL server (``testbed.postgres.PostgresServer``); ``.url``.
+- ``browser``: headless Debian Chromium driven by Playwright (``testbed.browser``). Defined
+  once, here: Playwright's sync API allows one instance per process, and conftests that
+  re-export another folder's fixtures would otherwise start a second.
 
 Function fixtures:
 - ``namespace``: a fresh namespace on ``control_plane``, deleted after the test.
@@ -23,7 +26,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
+from playwright.sync_api import Browser
 
+from testbed.browser import chromium
 from testbed.cluster import ControlPlane, ExistingCluster
 from testbed.node import TestNode
 from testbed.postgres import PostgresServer
@@ -69,6 +74,12 @@ def postgres() -> Iterator[PostgresServer]:
     server = PostgresServer.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with chromium() as found:
+        yield found
 
 
 @pytest.fixture

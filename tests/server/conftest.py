@@ -22,7 +22,7 @@ first use):
 - ``provider``: a real OpenID provider (npm's ``oidc-provider``) on 127.0.0.1 with the
   people in ``ACCOUNTS`` (password ``IDP_PASSWORD``) and devspace registered as a client.
 - ``github``: ``testbed.github``'s stand-in for GitHub, with ``OCTOCAT``.
-- ``browser``: a headless Chromium (Debian's, driven by Playwright).
+- ``browser`` (from tests/conftest.py): a headless Chromium (Debian's, driven by Playwright).
 
 And per test:
 
@@ -52,7 +52,6 @@ from devspace_server.app import create_app
 from devspace_server.config import Config, load_config
 from devspace_server.context import state
 from devspace_server.models import Base, Role, User
-from testbed.browser import chromium
 from testbed.github import FakeGitHub, GitHubUser
 from testbed.oidc import Account, Client, OidcProvider
 from testbed.postgres import PostgresServer
@@ -257,12 +256,6 @@ def github() -> Iterator[FakeGitHub]:
     fake = FakeGitHub("Iv1.devspace", CLIENT_SECRET, {OCTOCAT.login: OCTOCAT}).start()
     yield fake
     fake.stop()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with chromium() as found:
-        yield found
 
 
 @pytest.fixture
