@@ -75,6 +75,7 @@ class ControlPlane:
     ca: Path
     admin_kubeconfig: Path
     processes: list[Process] = field(default_factory=list)
+    _apiserver_argv: list[str] = field(default_factory=list, repr=False)
 
     @classmethod
     def start(cls, directory: Path, binaries: Path | None = None) -> ControlPlane:
@@ -193,6 +194,27 @@ class ControlPlane:
             ],
         )
         wait_until(self._ready, what="kube-apiserver", timeout=60, process=apiserver)
+        self._apiserver_argv = list(apiserver.popen.args)  # type: ignore[arg-type]
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone, as an outage: etcd and the controller manager keep running.
+
+        `start_apiserver` brings it back. Raises ValueError unless exactly one is running.
+        """
+        (apiserver,) = (p for p in self.processes if p.name == "kube-apiserver")
+        # Killed after a second: its graceful shutdown takes over ten, and an outage need
+        # not be polite.
+        apiserver.stop(timeout=1)
+        self.processes.remove(apiserver)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again on the same port, flags and certificates as before;
+        returns once /readyz answers.
+
+        Raises testbed.process.StartError with its log when it does not get there.
+        """
+        apiserver = self._spawn("kube-apiserver", self._apiserver_argv)
+        wait_until(self._ready, what="kube-apiserver", timeout=60, process=apiserver)
 
     def _start_controller_manager(self, binaries: Path, kubeconfig: Path, sa_private: Path) -> None:
         kcm = self._spawn(
@@ -261,7 +283,9 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every component, newest first."""
         for process in reversed(self.processes):
-            process.stop()
+            # kube-apiserver takes over 10 s to drain on SIGTERM; a test cluster's state is
+            # thrown away, so nothing is lost by killing it sooner.
+            process.stop(timeout=2)
         self.processes.clear()
 
 
