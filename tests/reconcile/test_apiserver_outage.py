@@ -8,7 +8,6 @@ applies what changed meanwhile.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -21,15 +20,12 @@ from flask import Flask
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from devspace_server import db
-from devspace_server.app import create_app
-from devspace_server.config import load_config
 from devspace_server.context import state
 from devspace_server.kube.spec import WORKLOAD_NAME, ClusterSettings
 from devspace_server.models import Role
 from devspace_server.reconcile.process import reconcile_forever
 from reconcile.chartfiles import RECONCILER, load_documents
-from reconcile.test_spaces_end_to_end import SECRET, caller
+from reconcile.spaceapp import caller, space_app
 from testbed.cluster import ControlPlane
 from testbed.eventually import eventually
 from testbed.node import TestNode
@@ -94,27 +90,8 @@ def reconciler_kubeconfig(plane: ControlPlane, path: Path) -> Path:
 
 @pytest.fixture
 def app(tmp_path: Path, settings: ClusterSettings, ssh_ca: Path) -> Iterator[Flask]:
-    url = f"sqlite:///{tmp_path / 'devspace.db'}"
-    engine = db.make_engine(url)
-    db.migrate(engine)
-    engine.dispose()
-    loaded = load_config(
-        {
-            "DEVSPACE_DATA_DIR": str(tmp_path),
-            "DEVSPACE_DATABASE_URL": url,
-            "DEVSPACE_SECRET_KEY": SECRET,
-            "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
-            "DEVSPACE_SSH_CA_KEY_FILE": str(ssh_ca),
-            "DEVSPACE_LEASE_NAMESPACE": SYSTEM,
-        }
-    )
-    loaded = dataclasses.replace(
-        loaded, cluster=dataclasses.replace(loaded.cluster, settings=settings)
-    )
-    app = create_app(loaded)
-    yield app
-    with app.app_context():
-        state().engine.dispose()
+    with space_app(tmp_path, settings, ssh_ca, SYSTEM) as app:
+        yield app
 
 
 @pytest.fixture

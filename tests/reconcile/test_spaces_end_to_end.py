@@ -5,7 +5,6 @@ what it observed."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,55 +14,29 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flask import Flask
-from flask.testing import FlaskClient
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from server.oauth_flows import bearer, make_token
 
-from devspace_server import accounts, db
-from devspace_server.app import create_app
 from devspace_server.ca import fingerprint
-from devspace_server.config import load_config
 from devspace_server.context import state
 from devspace_server.kube.meta import installation_selector
 from devspace_server.kube.spec import HOST_KEY_SECRET, ClusterSettings
 from devspace_server.models import Role, Space
 from devspace_server.reconcile.leader import LEASE_NAME
 from devspace_server.reconcile.process import reconcile_forever
+from reconcile.spaceapp import caller, space_app
 from testbed.eventually import eventually
 from testbed.node import TestNode
 
 pytestmark = [pytest.mark.kube, pytest.mark.node]
-SECRET = "end-to-end-secret-0123456789-abcdefghijk"  # noqa: S105 - a test key
 
 
 @pytest.fixture
 def app(
     tmp_path: Path, settings: ClusterSettings, ssh_ca: Path, reconciler_namespace: str
 ) -> Iterator[Flask]:
-    url = f"sqlite:///{tmp_path / 'devspace.db'}"
-    engine = db.make_engine(url)
-    db.migrate(engine)
-    engine.dispose()
-    config = load_config(
-        {
-            "DEVSPACE_DATA_DIR": str(tmp_path),
-            "DEVSPACE_DATABASE_URL": url,
-            "DEVSPACE_SECRET_KEY": SECRET,
-            "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
-            "DEVSPACE_SSH_CA_KEY_FILE": str(ssh_ca),
-            "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
-        }
-    )
-    # The test's own installation (instance, prefix, stand-in sidecar), as the other
-    # reconciler tests use.
-    config = dataclasses.replace(
-        config, cluster=dataclasses.replace(config.cluster, settings=settings)
-    )
-    app = create_app(config)
-    yield app
-    with app.app_context():
-        state().engine.dispose()
+    with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
+        yield app
 
 
 @pytest.fixture
@@ -93,21 +66,6 @@ def reconciling(
     selector = installation_selector(config.cluster.settings)
     for ns in core.list_namespace(label_selector=selector).items:
         core.delete_namespace(ns.metadata.name)
-
-
-def caller(app: Flask, client_: FlaskClient, username: str, role: Role, scope: str) -> Any:
-    with app.app_context(), state().sessions() as session:
-        user = accounts.create_user(session, username=username, role=role, password=None)
-        session.commit()
-    headers = bearer(make_token(app, user, scope))
-
-    def call(method: str, path: str, **kwargs: Any) -> Any:
-        response = client_.open(path, method=method, headers=headers, **kwargs)
-        assert response.status_code < 400, response.get_json()
-        return response.get_json()
-
-    call.user_id = user.id  # type: ignore[attr-defined]
-    return call
 
 
 def wait_for(call: Any, phase: str, timeout: float = 90) -> dict[str, Any]:

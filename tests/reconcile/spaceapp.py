@@ -1,0 +1,71 @@
+"""A devspace app on a fresh SQLite database, set up for reconciler tests, and API callers.
+
+Shared by the tests that drive spaces through the API while a real reconciler runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from server.oauth_flows import bearer, make_token
+
+from devspace_server import accounts, db
+from devspace_server.app import create_app
+from devspace_server.config import load_config
+from devspace_server.context import state
+from devspace_server.kube.spec import ClusterSettings
+from devspace_server.models import Role
+
+SECRET = "end-to-end-secret-0123456789-abcdefghijk"  # noqa: S105 - a test key
+
+
+@contextmanager
+def space_app(
+    directory: Path, settings: ClusterSettings, ssh_ca: Path, lease_namespace: str
+) -> Iterator[Flask]:
+    """The app, migrated, with the test's own installation settings (instance, prefix,
+    stand-in sidecar) as the other reconciler tests use; its engine is disposed on exit."""
+    url = f"sqlite:///{directory / 'devspace.db'}"
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    engine.dispose()
+    config = load_config(
+        {
+            "DEVSPACE_DATA_DIR": str(directory),
+            "DEVSPACE_DATABASE_URL": url,
+            "DEVSPACE_SECRET_KEY": SECRET,
+            "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
+            "DEVSPACE_SSH_CA_KEY_FILE": str(ssh_ca),
+            "DEVSPACE_LEASE_NAMESPACE": lease_namespace,
+        }
+    )
+    config = dataclasses.replace(
+        config, cluster=dataclasses.replace(config.cluster, settings=settings)
+    )
+    app = create_app(config)
+    yield app
+    with app.app_context():
+        state().engine.dispose()
+
+
+def caller(app: Flask, client_: FlaskClient, username: str, role: Role, scope: str) -> Any:
+    """A new user's API: `call(method, path, **kwargs)` returns the JSON of a 2xx/3xx answer
+    (and fails the test otherwise); `call.user_id` is the user's id."""
+    with app.app_context(), state().sessions() as session:
+        user = accounts.create_user(session, username=username, role=role, password=None)
+        session.commit()
+    headers = bearer(make_token(app, user, scope))
+
+    def call(method: str, path: str, **kwargs: Any) -> Any:
+        response = client_.open(path, method=method, headers=headers, **kwargs)
+        assert response.status_code < 400, response.get_json()
+        return response.get_json()
+
+    call.user_id = user.id  # type: ignore[attr-defined]
+    return call
