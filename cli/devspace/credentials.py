@@ -83,9 +83,10 @@ class Backend(Protocol):
         """Forget `server`'s credentials (no error when there are none)."""
 
 
-def _file_name(server: str) -> str:
-    # A hash: server URLs hold characters no file system likes (':' on Windows).
-    return hashlib.sha256(server.encode()).hexdigest()[:32] + ".json"
+def server_slug(server: str) -> str:
+    """A file name for `server`: a hash, as URLs hold characters no file system likes (':' on
+    Windows)."""
+    return hashlib.sha256(server.encode()).hexdigest()[:32]
 
 
 class FileBackend:
@@ -98,7 +99,7 @@ class FileBackend:
 
     def path(self, server: str) -> Path:
         """The file that holds `server`'s credentials."""
-        return self.directory / _file_name(server)
+        return self.directory / f"{server_slug(server)}.json"
 
     def load(self, server: str) -> str | None:
         try:
@@ -208,4 +209,4 @@ def rotation_lock(server: str, timeout: float = 60) -> BaseFileLock:
     from filelock import FileLock  # noqa: PLC0415 - kept off the start-up path
 
     locks = private_dir(state_dir() / "locks")
-    return FileLock(str(locks / (_file_name(server)[:-5] + ".lock")), timeout=timeout)
+    return FileLock(str(locks / (server_slug(server) + ".lock")), timeout=timeout)

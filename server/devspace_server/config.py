@@ -27,6 +27,8 @@ from devspace_server.ca import CertificateAuthority, load_private_key, parse_tru
 from devspace_server.cluster_config import KEYS as CLUSTER_KEYS
 from devspace_server.cluster_config import ClusterConfig, parse_cluster
 from devspace_server.errors import ConfigError
+from devspace_server.gateway_endpoint import KEYS as GATEWAY_KEYS
+from devspace_server.gateway_endpoint import GatewayEndpoint, parse_gateway
 
 PREFIX = "DEVSPACE_"
 MIN_SECRET_LENGTH = 32
@@ -56,6 +58,7 @@ SETTINGS = (
     "ssh_cert_lifetime_seconds",
     "gateway_secret",
     "gateway_secret_file",
+    *GATEWAY_KEYS,
     *CLUSTER_KEYS,
 )
 
@@ -94,6 +97,9 @@ class Config:
     gateway_secret: str | None = field(default=None, repr=False)
     """Shared with the SSH gateway, which sends it to `/internal/gateway/principals`; None
     (and that endpoint answers 503) when unset."""
+    gateway: GatewayEndpoint | None = None
+    """Where the CLI reaches the SSH gateway and the host keys it pins; None (and
+    `/api/v1/ssh/gateway` answers 503) when unset."""
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     """Spaces: the cluster layout, quota defaults, and the reconciler's kubeconfig."""
 
@@ -416,6 +422,7 @@ def load_config(
     ssh_ca = _ssh_ca(s)
     ssh_cert_lifetime = _integer(s, "ssh_cert_lifetime_seconds")
     gateway_secret = _gateway_secret(s, secret_key)
+    gateway = parse_gateway(s.raw, s.problem)
     cluster = parse_cluster(s.raw, s.problem)
     if s.problems:
         raise ConfigError(s.problems)
@@ -434,6 +441,7 @@ def load_config(
         ssh_ca=ssh_ca,
         ssh_cert_lifetime_seconds=ssh_cert_lifetime,
         gateway_secret=gateway_secret,
+        gateway=gateway,
         cluster=cluster,
     )
 

@@ -69,6 +69,26 @@ class CaKeys(Model):
     )
 
 
+class GatewayNotConfigured(DevspaceError):
+    """This server was not told where its SSH gateway is, so the CLI cannot be either."""
+
+    status = 503
+    slug = "ssh-gateway-not-configured"
+    title = "SSH gateway not configured"
+
+
+class Gateway(Model):
+    """Where to reach the SSH gateway, and the host keys to pin for it."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    user: str = Field(description="The login name the gateway accepts.")
+    host_keys: list[str] = Field(
+        description="The gateway's public host keys, one OpenSSH line each: pin them, "
+        "never trust on first use."
+    )
+
+
 def authority() -> CertificateAuthority:
     """The app's SSH CA. Raises `CertificateAuthorityMissing` if it has none."""
     found = context.config().ssh_ca
@@ -93,6 +113,27 @@ def show_ca() -> CaKeys:
     ca = authority()
     return CaKeys(
         public_key=ca.trusted_public_keys[0], trusted_public_keys=list(ca.trusted_public_keys)
+    )
+
+
+@blueprint.get("/gateway")
+@operation(
+    summary="Where the SSH gateway is, and its host keys",
+    tags=["ssh"],
+    public=True,
+    response=Gateway,
+    errors=[503],
+)
+def show_gateway() -> Gateway:
+    """The configured gateway endpoint. Raises `GatewayNotConfigured`."""
+    found = context.config().gateway
+    if found is None:
+        raise GatewayNotConfigured(
+            "This server does not know where its SSH gateway is: its operator must set "
+            "DEVSPACE_GATEWAY_ADDRESS and DEVSPACE_GATEWAY_HOST_KEYS_FILE."
+        )
+    return Gateway(
+        host=found.host, port=found.port, user=found.user, host_keys=list(found.host_keys)
     )
 
 
