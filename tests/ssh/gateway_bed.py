@@ -26,6 +26,7 @@ from devspace_server.ca import new_host_key
 from devspace_server.context import state
 from devspace_server.models import Role, Space, User
 from testbed.eventually import eventually
+from testbed.pods import latest_attempt
 
 from .conftest import keygen, secret, sidecar_pod
 
@@ -213,6 +214,43 @@ class Gateway:
     host_public_key: str
     log: Path
     """sshd's log (stderr) in the gateway container."""
+    namespace: str = ""
+
+    def host_keys_file(self, directory: Path) -> Path:
+        """A file in `directory` with the gateway's public host key, for
+        DEVSPACE_GATEWAY_HOST_KEYS_FILE."""
+        path = directory / "gateway-host-keys.pub"
+        path.write_text(f"{self.host_public_key}\n")
+        return path
+
+    @property
+    def address(self) -> str:
+        """`ip:port`, for DEVSPACE_GATEWAY_ADDRESS."""
+        return f"{self.ip}:{PORT}"
+
+
+def start_gateway(
+    core: client.CoreV1Api, live: LiveServer, secret: str, node_directory: Path
+) -> Gateway:
+    """The gateway pod in a namespace of its own (delete `Gateway.namespace` when done),
+    trusting `live`'s SSH CA and asking `live` with the shared `secret`; returns once ready."""
+    host = new_host_key()
+    with live.app.app_context():
+        ca = state().config.ssh_ca
+    assert ca is not None
+    namespace = make_namespace(core, "gw")
+    ip = run_pod(
+        core,
+        namespace,
+        {
+            "host-key": {"ssh_host_ed25519_key": host.private_openssh.encode()},
+            "ca": {"ca.pub": ca.trusted_keys_file().encode()},
+            "gateway": {"server-url": live.url.encode(), "secret": secret.encode()},
+        },
+        gateway_pod(),
+    )
+    run = latest_attempt(node_directory, namespace, "gateway", "sshd")
+    return Gateway(ip, host.public_line, run / "log", namespace)
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,11 @@ from kubernetes import client
 
 from devspace_server import db
 from devspace_server.app import create_app
-from devspace_server.ca import new_host_key
 from devspace_server.config import load_config
 from devspace_server.context import state
 from devspace_server.models import Space, User
 from testbed.eventually import eventually
 from testbed.node import TestNode
-from testbed.pods import latest_attempt
 
 from .conftest import keygen
 from .gateway_bed import (
@@ -51,15 +49,10 @@ from .gateway_bed import (
     everything_until_closed,
     first_bytes,
     free_local_port,
-    gateway_pod,
-    make_namespace,
     make_person,
-    run_pod,
+    start_gateway,
     start_space,
 )
-
-pytestmark = [pytest.mark.kube, pytest.mark.node]
-
 
 pytestmark = [pytest.mark.kube, pytest.mark.node]
 
@@ -125,26 +118,9 @@ def bob(people: tuple[Person, Person]) -> Person:
 @pytest.fixture(scope="module")
 def gateway(live: LiveServer, kube: client.ApiClient, test_node: TestNode) -> Iterator[Gateway]:
     core = client.CoreV1Api(kube)
-    host = new_host_key()
-    with live.app.app_context():
-        ca = state().config.ssh_ca
-    assert ca is not None
-    namespace = make_namespace(core, "gw")
-    try:
-        ip = run_pod(
-            core,
-            namespace,
-            {
-                "host-key": {"ssh_host_ed25519_key": host.private_openssh.encode()},
-                "ca": {"ca.pub": ca.trusted_keys_file().encode()},
-                "gateway": {"server-url": live.url.encode(), "secret": GATEWAY_SECRET.encode()},
-            },
-            gateway_pod(),
-        )
-        run = latest_attempt(test_node.directory, namespace, "gateway", "sshd")
-        yield Gateway(ip, host.public_line, run / "log")
-    finally:
-        core.delete_namespace(namespace)
+    found = start_gateway(core, live, GATEWAY_SECRET, test_node.directory)
+    yield found
+    core.delete_namespace(found.namespace)
 
 
 @pytest.fixture(scope="module")
