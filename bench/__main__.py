@@ -19,8 +19,21 @@ from pathlib import Path
 from bench.report import Machine, Row, markdown
 from bench.startup import cli_startup
 
-NAMES = ("small-files", "large-file", "tunnel", "cli-startup")
-NEEDS = {"small-files": "rsync", "large-file": "sftp", "tunnel": "ssh"}
+NAMES = (
+    "small-files",
+    "large-file",
+    "tunnel",
+    "tunnel-two-hops",
+    "connect",
+    "cli-startup",
+)
+NEEDS = {
+    "small-files": "rsync",
+    "large-file": "sftp",
+    "tunnel": "ssh",
+    "tunnel-two-hops": "ssh",
+    "connect": "ssh",
+}
 PACKAGES = {"rsync": "rsync", "sftp": "openssh-client", "ssh": "openssh-client"}
 
 
@@ -89,13 +102,18 @@ def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
     # Imported here: the test bed and the sync engine are not needed for cli-startup alone.
     from bench.bed import sidecar_test_bed  # noqa: PLC0415
     from bench.sync import large_file, small_files  # noqa: PLC0415
-    from bench.tunnel import forwarded_port  # noqa: PLC0415
+    from bench.tunnel import (  # noqa: PLC0415
+        connection_setup,
+        forwarded_port,
+        forwarded_port_two_hops,
+    )
 
     rows = []
     work = Path(tempfile.mkdtemp(prefix="devspace-bench-work-"))
     try:
         print("bench: starting the test bed and a sidecar pod", file=sys.stderr)
-        with sidecar_test_bed() as sidecar:
+        through_gateway = "tunnel-two-hops" in chosen or "connect" in chosen
+        with sidecar_test_bed(gateway=through_gateway) as sidecar:
             if "small-files" in chosen:
                 print("bench: small-files", file=sys.stderr)
                 rows.append(small_files(sidecar, work, runs, 2_000 if small else 10_000))
@@ -105,6 +123,13 @@ def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
             if "tunnel" in chosen:
                 print("bench: tunnel", file=sys.stderr)
                 rows.append(forwarded_port(sidecar, work, runs, 256 if small else 512))
+            if sidecar.route is not None and "tunnel-two-hops" in chosen:
+                print("bench: tunnel-two-hops", file=sys.stderr)
+                mebibytes = 256 if small else 512
+                rows.append(forwarded_port_two_hops(sidecar.route, runs, mebibytes))
+            if sidecar.route is not None and "connect" in chosen:
+                print("bench: connect", file=sys.stderr)
+                rows.append(connection_setup(sidecar.route, max(runs, 10)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

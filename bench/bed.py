@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "tests"))  # the test bed and the sidecar's pod spec
@@ -31,6 +32,9 @@ from testbed.eventually import eventually  # noqa: E402
 from testbed.node import TestNode  # noqa: E402
 # isort: on
 
+if TYPE_CHECKING:
+    from bench.gateway import GatewayRoute
+
 
 @dataclass(frozen=True)
 class Sidecar:
@@ -39,6 +43,8 @@ class Sidecar:
     ip: str
     directory: Path
     """Holds `user` (key), `user-cert.pub`, `host.pub` and `known_hosts`."""
+    route: GatewayRoute | None = None
+    """The way through the real gateway, when the bed was asked for one."""
 
     @property
     def key(self) -> Path:
@@ -114,8 +120,9 @@ def _start_pod(kube: client.ApiClient, directory: Path) -> str:
 
 
 @contextmanager
-def sidecar_test_bed() -> Iterator[Sidecar]:
-    """Start the control plane, the test node and a sidecar pod; tear all down on exit.
+def sidecar_test_bed(*, gateway: bool = False) -> Iterator[Sidecar]:
+    """Start the control plane, the test node and a sidecar pod (and with `gateway`, a devspace
+    server and the gateway pod in front of it); tear all down on exit.
 
     Their directory (logs, etcd's data) is removed afterwards, unless something failed: then
     its path is printed to stderr for the logs.
@@ -136,7 +143,14 @@ def sidecar_test_bed() -> Iterator[Sidecar]:
             ip = _start_pod(kube, keys)
             host = (keys / "host.pub").read_text().strip()
             (keys / "known_hosts").write_text(f"{ip} {host}\n[{ip}]:2222 {host}\n")
-            yield Sidecar(ip, keys)
+            route = None
+            if gateway:
+                from bench.gateway import gateway_route  # noqa: PLC0415 - needs the server
+
+                route = stack.enter_context(
+                    gateway_route(kube, node, ip, keys, directory / "gateway")
+                )
+            yield Sidecar(ip, keys, route)
     except BaseException:
         print(f"bench: the test bed's logs are in {directory}", file=sys.stderr)
         raise

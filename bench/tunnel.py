@@ -1,8 +1,9 @@
-"""A forwarded port's throughput: devspace's `forward_local` against OpenSSH `ssh -L`, one hop.
+"""Tunnels: devspace's `forward_local` against OpenSSH `ssh -L`, one hop and through the
+gateway (`ssh -J … -L`), and the time to connect through both hops and run a command.
 
 Both tunnels go to the same sidecar and on to the same server in the pod (the test pod's
 `python -m http.server` on 127.0.0.1:8000), and the same client reads the same file through
-each. Only the tunnel differs. Two hops through the gateway are not measured yet.
+each. Only the tunnel differs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.bed import Sidecar
+from bench.gateway import GatewayRoute
 from bench.report import Row, Samples, now
 from bench.sync import CIPHER
+from devspace.ssh import Connection
 
 # The client runs in its own process, as a browser or curl would: in the bench's process it
 # would contend for the GIL with paramiko's forwarding threads, a cost no user pays.
@@ -68,8 +73,9 @@ def _listening(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("ssh -L did not listen within 15 s")
 
 
-def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> Row:
-    """Download a `mebibytes` MiB file through each tunnel, `runs` times each (MiB/s)."""
+@contextmanager
+def _served_blob(mebibytes: int) -> Iterator[tuple[str, int]]:
+    """A file of `mebibytes` random MiB that the pod's http.server serves: (path, size)."""
     # Outside /tmp: a test-node container has its own /tmp but sees the rest of the host.
     served = Path(tempfile.mkdtemp(prefix="devspace-bench-", dir="/var/tmp"))
     try:
@@ -80,37 +86,51 @@ def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> R
             for _ in range(mebibytes):
                 out.write(block)
         blob.chmod(0o644)
-        size = blob.stat().st_size
-        path = str(blob)  # http.server in the pod serves from /
-
-        with sidecar.connection() as connection:
-            ours_port = connection.forward_local(0, "127.0.0.1", 8000).port
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                peer_port = probe.getsockname()[1]
-            argv = ["ssh", *sidecar.ssh_options(), "-c", CIPHER, "-N"]
-            argv += ["-o", "ExitOnForwardFailure=yes", "-L", f"{peer_port}:127.0.0.1:8000"]
-            ssh = subprocess.Popen([*argv, "-p", "2222", f"dev@{sidecar.ip}"])
-            try:
-                _listening(peer_port, ssh)
-                fetch(ours_port, "/")  # both tunnels up and warm before timing
-                fetch(peer_port, "/")
-                ours: list[float] = []
-                peer: list[float] = []
-                for run in range(runs):
-                    for side in ("ours", "peer") if run % 2 == 0 else ("peer", "ours"):
-                        port = ours_port if side == "ours" else peer_port
-                        figure = _timed(port, path, size)
-                        (ours if side == "ours" else peer).append(figure)
-                        print(
-                            f"  tunnel, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr
-                        )
-                connection.check()
-            finally:
-                ssh.terminate()
-                ssh.wait(timeout=10)
+        yield str(blob), blob.stat().st_size  # http.server in the pod serves from /
     finally:
         shutil.rmtree(served)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _throughput(
+    connection: Connection, ssh_argv: list[str], runs: int, mebibytes: int, label: str
+) -> tuple[list[float], list[float]]:
+    """MiB/s through devspace's tunnel on `connection` and OpenSSH's (`ssh_argv` + `-L`),
+    alternating which goes first."""
+    with _served_blob(mebibytes) as (path, size), connection:
+        ours_port = connection.forward_local(0, "127.0.0.1", 8000).port
+        peer_port = _free_port()
+        argv = [*ssh_argv[:1], "-N", "-L", f"{peer_port}:127.0.0.1:8000", *ssh_argv[1:]]
+        ssh = subprocess.Popen(argv)
+        try:
+            _listening(peer_port, ssh)
+            fetch(ours_port, "/")  # both tunnels up and warm before timing
+            fetch(peer_port, "/")
+            ours: list[float] = []
+            peer: list[float] = []
+            for run in range(runs):
+                for side in ("ours", "peer") if run % 2 == 0 else ("peer", "ours"):
+                    port = ours_port if side == "ours" else peer_port
+                    figure = _timed(port, path, size)
+                    (ours if side == "ours" else peer).append(figure)
+                    print(f"  {label}, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr)
+            connection.check()
+        finally:
+            ssh.terminate()
+            ssh.wait(timeout=10)
+    return ours, peer
+
+
+def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> Row:
+    """Download a `mebibytes` MiB file through each tunnel, one hop, `runs` times each (MiB/s)."""
+    ssh = ["ssh", *sidecar.ssh_options(), "-c", CIPHER, "-p", "2222", f"dev@{sidecar.ip}"]
+    ours, peer = _throughput(sidecar.connection(), ssh, runs, mebibytes, "tunnel")
     return Row(
         "tunnel",
         f"download of {mebibytes} MiB through a local forward, one hop (MiB/s)",
@@ -119,5 +139,65 @@ def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> R
         Samples(tuple(peer), "MiB/s"),
         goal=0.7,
         higher_is_better=True,
+        when=now(),
+    )
+
+
+def forwarded_port_two_hops(route: GatewayRoute, runs: int, mebibytes: int) -> Row:
+    """As `forwarded_port`, through the gateway: devspace's two-hop connection against
+    `ssh -J gateway -L` (both with the same cipher on both hops)."""
+    ssh = ["ssh", "-F", str(route.ssh_config), "-J", route.jump, route.target]
+    ours, peer = _throughput(route.connection(), ssh, runs, mebibytes, "tunnel-two-hops")
+    return Row(
+        "tunnel-two-hops",
+        f"download of {mebibytes} MiB through a local forward, gateway and sidecar (MiB/s)",
+        Samples(tuple(ours), "MiB/s"),
+        "OpenSSH ssh -J -L",
+        Samples(tuple(peer), "MiB/s"),
+        goal=0.7,
+        higher_is_better=True,
+        when=now(),
+    )
+
+
+def _seconds(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def connection_setup(route: GatewayRoute, runs: int) -> Row:
+    """Seconds from nothing to a command's exit through both hops: devspace's `Connection`
+    (open, authenticate twice, run `true`, close) against `ssh -J gateway sidecar true`."""
+
+    def ours() -> None:
+        with route.connection() as connection:
+            result = connection.run("true")
+        if result.exit_status != 0:
+            raise RuntimeError(f"`true` exited {result.exit_status} through devspace")
+
+    def peer() -> None:
+        argv = ["ssh", "-F", str(route.ssh_config), "-J", route.jump, route.target, "true"]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+    ours()  # both paths warm (the gateway's principals command, the pod's sshd) before timing
+    peer()
+    mine: list[float] = []
+    theirs: list[float] = []
+    for run in range(runs):
+        for side, action, into in (("ours", ours, mine), ("peer", peer, theirs))[
+            :: 1 if run % 2 == 0 else -1
+        ]:
+            into.append(_seconds(action))
+            print(f"  connect, run {run + 1}, {side}: {into[-1] * 1000:.0f} ms", file=sys.stderr)
+    return Row(
+        "connect",
+        "connect through gateway and sidecar and run `true` (s; devspace in-process, "
+        "without Python's start-up or the API calls `devspace exec` adds)",
+        Samples(tuple(mine), "s"),
+        "OpenSSH ssh -J",
+        Samples(tuple(theirs), "s"),
+        goal=1.5,
+        higher_is_better=False,
         when=now(),
     )
