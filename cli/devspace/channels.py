@@ -1,5 +1,6 @@
-"""What runs over an open SSH transport: remote commands as byte streams, and local port
-forwards whose threads keep their errors for the owner to re-raise.
+"""What runs over an open SSH transport: remote commands as byte streams (with their exit
+status, or 128+N when a signal killed them, as a shell reports it), and local port forwards
+whose threads keep their errors for the owner to re-raise.
 
 `devspace.ssh.Connection` creates these; they are split out only to keep each module readable.
 """
@@ -16,9 +17,47 @@ import paramiko
 
 from devspace.errors import SshError
 
+# RFC 4254 section 6.10 names the signals without "SIG"; the numbers are Linux's (the pod's),
+# not this computer's: Windows has no SIGKILL to look up.
+SIGNAL_NUMBERS = {
+    "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "ABRT": 6, "FPE": 8, "KILL": 9,
+    "USR1": 10, "SEGV": 11, "USR2": 12, "PIPE": 13, "ALRM": 14, "TERM": 15,
+}  # fmt: skip
+
 
 class ForwardError(SshError):
     """A port forward could not start, or one of its connections failed."""
+
+
+# paramiko's private hooks, which the types do not declare: looked up once, so a paramiko
+# that renamed them fails at import, not in the middle of a session.
+_HandleRequest = Callable[[paramiko.Channel, paramiko.Message], None]
+_PARAMIKO_HANDLE_REQUEST: _HandleRequest = getattr(paramiko.Channel, "_handle_request")  # noqa: B009
+_PARAMIKO_HANDLERS: dict[int, object] = getattr(paramiko.Transport, "_channel_handler_table")  # noqa: B009
+
+
+def _handle_request(channel: paramiko.Channel, message: paramiko.Message) -> None:
+    # paramiko ignores "exit-signal", so a command killed by a signal would look as if the
+    # server had sent no status at all (-1). Keep the signal; everything else is paramiko's.
+    if message.get_text() == "exit-signal":
+        message.get_boolean()  # want reply: never, for this request
+        name = message.get_text()
+        channel.exit_signal = name  # type: ignore[attr-defined]
+        channel.exit_status = 128 + SIGNAL_NUMBERS.get(name, 0)
+        channel.status_event.set()
+        return
+    message.rewind()
+    message.get_int()  # the channel number, which the transport had read
+    _PARAMIKO_HANDLE_REQUEST(channel, message)
+
+
+class Transport(paramiko.Transport):
+    """paramiko's transport, which also reports the signal that killed a remote command."""
+
+    _channel_handler_table = {  # noqa: RUF012 - paramiko's own class table, extended
+        **_PARAMIKO_HANDLERS,
+        paramiko.common.MSG_CHANNEL_REQUEST: _handle_request,
+    }
 
 
 class RemoteCommand:
@@ -49,7 +88,8 @@ class RemoteCommand:
             return self.channel.recv_stderr(size)
 
     def wait(self) -> int:
-        """Block until the command exits; return its exit status (-1 if the server sent none)."""
+        """Block until the command exits; return its exit status, 128+N if signal N killed it
+        (as a shell says), or -1 if the connection ended without either."""
         return self.channel.recv_exit_status()
 
     def close(self) -> None:
@@ -112,7 +152,7 @@ class LocalForward:
                 return
             try:
                 channel = self._open_channel(self.remote, peer[:2])
-            except (paramiko.SSHException, OSError, EOFError) as error:
+            except (paramiko.SSHException, OSError, EOFError, SshError) as error:
                 client.close()
                 # The server refused this one connection (nothing listens, or not allowed);
                 # later ones may work, so the tunnel stays up and reports it.
@@ -124,33 +164,7 @@ class LocalForward:
             pump.start()
 
     def _pump(self, client: socket.socket, channel: paramiko.Channel) -> None:
-        # Each direction ends on its own (half-close), so a client that shuts down its
-        # sending side still gets the whole answer.
-        ends: dict[
-            int, tuple[Callable[[int], bytes], Callable[[bytes], object], Callable[[], object]]
-        ]
-        ends = {
-            client.fileno(): (client.recv, channel.sendall, channel.shutdown_write),
-            channel.fileno(): (
-                channel.recv,
-                client.sendall,
-                lambda: client.shutdown(socket.SHUT_WR),
-            ),
-        }
-        with client, channel:
-            while ends and not self._stop.is_set():
-                readable, _, _ = select.select(list(ends), [], [], 0.2)
-                for fd in readable:
-                    receive, send, end = ends[fd]
-                    try:
-                        data = receive(65536)
-                        if data:
-                            send(data)
-                        else:
-                            end()
-                            del ends[fd]
-                    except OSError:  # one side went away: this connection is over, not the tunnel
-                        return
+        splice(client, channel, self._stop)
 
     def _fail(self, message: str, cause: BaseException) -> None:
         error = ForwardError(message)
@@ -170,6 +184,36 @@ class LocalForward:
             thread.join()
         self._listener.close()
         self.check()
+
+
+def splice(client: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:
+    """Copy bytes both ways between `client` and `channel` until both ends are done or `stop`
+    is set, then close both. A side that goes away ends this connection quietly."""
+    # Each direction ends on its own (half-close), so a client that shuts down its
+    # sending side still gets the whole answer.
+    ends: dict[int, tuple[Callable[[int], bytes], Callable[[bytes], object], Callable[[], object]]]
+    ends = {
+        client.fileno(): (client.recv, channel.sendall, channel.shutdown_write),
+        channel.fileno(): (
+            channel.recv,
+            client.sendall,
+            lambda: client.shutdown(socket.SHUT_WR),
+        ),
+    }
+    with client, channel:
+        while ends and not stop.is_set():
+            readable, _, _ = select.select(list(ends), [], [], 0.2)
+            for fd in readable:
+                receive, send, end = ends[fd]
+                try:
+                    data = receive(65536)
+                    if data:
+                        send(data)
+                    else:
+                        end()
+                        del ends[fd]
+                except OSError:  # one side went away: this connection is over, not the tunnel
+                    return
 
 
 def drain(read: Callable[[], bytes]) -> bytes:

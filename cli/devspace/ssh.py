@@ -15,7 +15,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +25,15 @@ from types import TracebackType
 import paramiko
 from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
 
-from devspace.channels import ForwardError, LocalForward, RemoteCommand, converted, drain, feed
+from devspace.channels import (
+    ForwardError,
+    LocalForward,
+    RemoteCommand,
+    Transport,
+    converted,
+    drain,
+    feed,
+)
 from devspace.errors import AuthError, SshError, UsageError
 
 __all__ = [
@@ -177,6 +185,7 @@ class Connection:
         self._transports: list[paramiko.Transport] = []  # outermost first
         self._sftp: paramiko.SFTPClient | None = None
         self._forwards: list[LocalForward] = []
+        self._requests = threading.Lock()  # paramiko waits for one global request at a time
         self._closed = False
 
     def open(self) -> None:
@@ -211,7 +220,7 @@ class Connection:
         key: paramiko.PKey,
         certificate: SSHCertificate,
     ) -> paramiko.Transport:
-        transport = paramiko.Transport(sock)
+        transport = Transport(sock)
         self._transports.append(transport)
         options = transport.get_security_options()
         options.ciphers = [c for c in self.ciphers if c in options.ciphers]
@@ -293,6 +302,92 @@ class Connection:
             channel = transport.open_session(timeout=self.timeout)
             channel.exec_command(line)
         return RemoteCommand(channel, line)
+
+    def shell(
+        self,
+        command: str | None = None,
+        *,
+        term: str | None = None,
+        size: tuple[int, int] = (80, 24),
+    ) -> RemoteCommand:
+        """Start the login shell (or `command`), in a PTY of type `term` and `size` (columns,
+        rows) when `term` is given, so the far side sees a terminal.
+
+        Raises: SshError as `exec`, or if the server refuses the PTY.
+        """
+        transport = self._transport()
+        what = f"`{command}`" if command else "a shell"
+        with converted(f"starting {what} on {self.target}"):
+            channel = transport.open_session(timeout=self.timeout)
+            if term is not None:
+                channel.get_pty(term, width=size[0], height=size[1])
+            if command is None:
+                channel.invoke_shell()
+            else:
+                channel.exec_command(command)
+        return RemoteCommand(channel, command or "the shell")
+
+    def open_tcp(
+        self, host: str, port: int, origin: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> paramiko.Channel:
+        """A `direct-tcpip` channel to `host:port` as the target sees it (for the gateway as
+        the target: a sidecar's port). Raises: SshError if the connection is lost or the
+        server refuses."""
+        transport = self._transport()
+        with converted(f"connecting to {host}:{port} through {self.target}"):
+            return transport.open_channel(
+                "direct-tcpip", (host, port), origin, timeout=self.timeout
+            )
+
+    def forward_remote(
+        self,
+        port: int,
+        accept: Callable[[paramiko.Channel], None],
+        *,
+        bind: str = "localhost",
+    ) -> int:
+        """Ask the target to listen on its `bind:port` and call `accept(channel)` (in
+        paramiko's thread: hand it off) for each connection; returns the port it listens on.
+
+        Raises: ForwardError if the target refuses (port in use there, or not allowed);
+        SshError as `open`.
+        """
+        transport = self._transport()
+
+        def handler(channel: paramiko.Channel, _origin: object, _server: object) -> None:
+            accept(channel)
+
+        with self._requests:
+            try:
+                bound: int = transport.request_port_forward(bind, port, handler)
+            except paramiko.SSHException as error:
+                if not transport.is_active():
+                    raise SshError(f"the connection to {self.target} was lost") from error
+                raise ForwardError(
+                    f"{self.target} refused to listen on its {bind}:{port} — is a program "
+                    "there using that port already? choose another remote port"
+                ) from error
+        return bound
+
+    def probe(self, timeout: float) -> None:
+        """Make sure the target still answers, within `timeout` seconds: a dead peer that sent
+        no reset (a deleted pod, a dropped network) is otherwise noticed only after minutes.
+
+        Raises: SshError if no answer came; the connection is closed then.
+        """
+        transport = self._transport()
+        answered = threading.Event()
+
+        def ask() -> None:
+            with self._requests:
+                # Any answer will do: OpenSSH refuses this unknown request, and that is a reply.
+                transport.global_request("keepalive@openssh.com", wait=True)
+            answered.set()
+
+        threading.Thread(target=ask, name="ssh-probe", daemon=True).start()
+        if not answered.wait(timeout) or not transport.is_active():
+            self._close_transports()  # which also ends the asking thread
+            raise SshError(f"{self.target} stopped answering (no reply within {timeout:.0f} s)")
 
     def run(
         self,

@@ -1,4 +1,5 @@
-"""`devspace logout`: revoke the sign-in at the server (RFC 7009) and forget its tokens."""
+"""`devspace logout`: revoke the sign-in at the server (RFC 7009), forget its tokens and
+delete the SSH key and certificate made for it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import click
 
 from devspace.api import CLIENT_ID, Unreachable, new_session, send
+from devspace.certificates import forget
 from devspace.commands.common import server_option, which_server
 from devspace.config import Settings
 from devspace.credentials import Store, rotation_lock
@@ -18,7 +20,7 @@ log = logging.getLogger(__name__)
 @click.command()
 @server_option
 def logout(server: str | None) -> None:
-    """Sign out of a server: revoke its tokens there and delete them here."""
+    """Sign out of a server: revoke its tokens there, delete them and its SSH key here."""
     settings = Settings.load()
     url = which_server(server, settings)
     store = Store()
@@ -45,6 +47,7 @@ def logout(server: str | None) -> None:
                     f"Logged out of {url} here, but the server could not be told: its "
                     "tokens stay valid until they expire."
                 )
+        forget(url)  # its certificate would open SSH until it expires
     if settings.default_server == url:
         settings.default_server = None
         settings.save()
