@@ -49,16 +49,28 @@ def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def settings(settings: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """The usual settings, with an SSH CA key so that the certificate routes work."""
-    key = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
+    """The usual settings, with an SSH CA key and a gateway so that the SSH routes work."""
+    ca = ed25519.Ed25519PrivateKey.generate()
     path = tmp_path / "ssh-ca"
-    path.write_bytes(key)
+    path.write_bytes(
+        ca.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
     path.chmod(0o600)
-    return settings | {"DEVSPACE_SSH_CA_KEY_FILE": str(path)}
+    gateway = tmp_path / "gateway-host-keys.pub"
+    gateway.write_bytes(
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return settings | {
+        "DEVSPACE_SSH_CA_KEY_FILE": str(path),
+        "DEVSPACE_GATEWAY_ADDRESS": "ssh.devspace.test:2222",
+        "DEVSPACE_GATEWAY_HOST_KEYS_FILE": str(gateway),
+    }
 
 
 @pytest.fixture

@@ -301,7 +301,7 @@ def test_a_users_disabling_takes_effect_at_the_next_question(
 
 def test_the_endpoint_is_not_in_the_public_api_document(web: FlaskClient) -> None:
     paths = web.get("/api/v1/openapi.json").get_json()["paths"]
-    assert not [path for path in paths if "gateway" in path or "internal" in path]
+    assert not [path for path in paths if "principals" in path or "internal" in path]
 
 
 def test_ipv6_addresses_are_bracketed_and_non_addresses_skipped() -> None:
