@@ -2,7 +2,9 @@
 
 It registers the Node and keeps its Lease fresh, watches pods and claims, binds pending pods
 to its node, hands the node's pods to PodWorkers (testbed.pods) and claims to the Provisioner
-(testbed.storage). See testbed.node for what the test node does and does not do.
+(testbed.storage). It also watches namespaces and NetworkPolicies, for the Firewall
+(testbed.firewall) that enforces policies in its pods. See testbed.node for what the test node
+does and does not do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from testbed import netns
+from testbed.firewall import Firewall
 from testbed.kubeapi import ApiError, KubeClient, Object, now, now_micro
 from testbed.pods import NodeContext, PodWorker
 from testbed.storage import Provisioner
@@ -51,11 +54,14 @@ class Agent:
         self.name = name
         self.directory = directory
         self.bridge = bridge
-        self.node = NodeContext(api, name, bridge, directory)
-        self.provisioner = Provisioner(api, directory / "persistent-volumes")
         self.events: queue.Queue[tuple[str, str, Object]] = queue.Queue()
         self.pods: dict[str, Object] = {}
         self.claims: dict[str, Object] = {}
+        self.namespaces: dict[str, Object] = {}
+        self.policies: dict[str, Object] = {}
+        self.firewall = Firewall(str(bridge.gateway), self.pods, self.namespaces, self.policies)
+        self.node = NodeContext(api, name, bridge, directory, self.firewall)
+        self.provisioner = Provisioner(api, directory / "persistent-volumes")
         self.workers: dict[str, PodWorker] = {}
         self.bound: set[str] = set()
         self.unschedulable: set[str] = set()
@@ -66,14 +72,22 @@ class Agent:
         """Register, then serve until `stop` is set; then stop every pod."""
         self._register()
         self.provisioner.install()
-        for path, kind in (("/api/v1/pods", "pod"), ("/api/v1/persistentvolumeclaims", "claim")):
+        for path, kind in (
+            ("/api/v1/pods", "pod"),
+            ("/api/v1/persistentvolumeclaims", "claim"),
+            ("/api/v1/namespaces", "namespace"),
+            ("/apis/networking.k8s.io/v1/networkpolicies", "networkpolicy"),
+        ):
             threading.Thread(
                 target=self._watch, args=(path, kind, stop), name=f"watch-{kind}", daemon=True
             ).start()
         threading.Thread(
             target=self._heartbeat, args=(stop,), name="heartbeat", daemon=True
         ).start()
-        (self.directory / "node.json").write_text(
+        # Written whole, then renamed: TestNode.start() reads it as soon as it exists, and
+        # with the watch threads just started, a plain write can be caught half done.
+        ready = self.directory / "node.json.tmp"
+        ready.write_text(
             json.dumps(
                 {
                     "name": self.name,
@@ -84,6 +98,7 @@ class Agent:
                 }
             )
         )
+        ready.rename(self.directory / "node.json")
         log.info("node %s ready on %s", self.name, self.bridge.name)
         while not stop.is_set():
             self._receive(timeout=0.1)
@@ -120,7 +135,14 @@ class Agent:
                 event = self.events.get_nowait()
 
     def _apply(self, kind_of_event: str, kind: str, obj: Object) -> None:
-        cache = self.pods if kind == "pod" else self.claims
+        cache = {
+            "pod": self.pods,
+            "claim": self.claims,
+            "namespace": self.namespaces,
+            "networkpolicy": self.policies,
+        }[kind]
+        if kind != "claim":
+            self.firewall.changed(kind, listed=kind_of_event == "reset")
         if kind_of_event == "reset":
             cache.clear()
             cache.update({item["metadata"]["uid"]: item for item in obj["items"]})
@@ -148,6 +170,7 @@ class Agent:
                     log.exception("pod %s: %s", pod["metadata"]["name"], error)
         for uid in [uid for uid in self.workers if uid not in self.pods]:
             self.workers.pop(uid).gone()
+        self.firewall.sync()
         try:
             self.provisioner.sync(self.claims)
         except (ApiError, OSError) as error:

@@ -13,13 +13,22 @@ this agent plays both for one Node against the test bed's control plane (testbed
   (testbed.images), volumes mounted at their paths (testbed.volumes), probes run
   (testbed.probes), restarts with back-off (testbed.containers);
 - it provisions PersistentVolumeClaims as host directories (testbed.storage);
+- it enforces NetworkPolicy (networking.k8s.io/v1) with nftables in each pod's network
+  namespace, as a CNI plugin would (testbed.firewall, rules from testbed.netpolicy): pod and
+  namespace selectors, ipBlock with except, ports (numbered, named, ranges; TCP, UDP, SCTP);
+  denied traffic is dropped; loopback, replies and traffic from the node itself are always
+  allowed; a pod's rules are in place before its first container starts, and follow policy,
+  pod-label and namespace-label changes within a second (connections already open carry on,
+  as conntrack keeps them, as with most CNIs). A policy it does not understand allows nothing
+  (fail closed, logged). Not enforced: anything about Services (there are none); and a
+  container with CAP_NET_ADMIN (root in a test container) could flush its pod's rules;
 - it reports pod status as a kubelet does (testbed.podstatus), and on deletion stops the pod,
   removes its network namespace and volumes and deletes the object, so namespaces finish
   terminating.
 
 It does not do: images (a container sees the host's files, but its own /tmp and /run),
 resource limits or cgroups, seccomp/AppArmor/capabilities beyond the uid and no_new_privs,
-Services and kube-proxy, DNS, NetworkPolicy, the kubelet API (`kubectl logs/exec/
+Services and kube-proxy, DNS, the kubelet API (`kubectl logs/exec/
 port-forward`: TestNode.log and TestNode.exec serve tests instead), ephemeral containers,
 lifecycle hooks, grpc probes, Events. Probe periods are capped at a second.
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from testbed import containerspec, images, podstatus, probes, volumes
 from testbed.containers import LAUNCHER, Container, reap
+from testbed.firewall import Firewall
 from testbed.kubeapi import ApiError, KubeClient, Object, now
 from testbed.netns import Bridge, NetworkError, PodNetwork
 
@@ -40,6 +41,7 @@ class NodeContext:
     name: str
     bridge: Bridge
     directory: Path
+    firewall: Firewall | None = None  # enforces NetworkPolicy in the pods' namespaces
 
 
 class Sandbox:
@@ -52,11 +54,19 @@ class Sandbox:
         self.init = init
 
     @classmethod
-    def create(cls, bridge: Bridge, pod: Object, log: Path) -> Sandbox:
-        """Create the netns, its veth and the pause process. Raises NetworkError or OSError."""
+    def create(
+        cls, bridge: Bridge, pod: Object, log: Path, firewall: Firewall | None = None
+    ) -> Sandbox:
+        """Create the netns, its veth, its NetworkPolicy rules and the pause process.
+
+        Raises NetworkError or OSError.
+        """
         network = bridge.attach(pod["metadata"]["uid"])
         hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
         try:
+            if firewall is not None:
+                # Before any process joins the namespace, as a CNI plugin's ADD does.
+                firewall.secure(pod, network)
             with log.open("ab") as out:
                 pause = subprocess.Popen(
                     [
@@ -80,6 +90,8 @@ class Sandbox:
                 raise OSError(f"pod sandbox did not start (see {log})")
         except BaseException:
             bridge.detach(network)
+            if firewall is not None:
+                firewall.forget(pod["metadata"]["uid"])
             raise
         return cls(network, pause, int(line))
 
@@ -179,7 +191,10 @@ class PodWorker:
             try:
                 if self.sandbox is None:
                     self.sandbox = Sandbox.create(
-                        self.node.bridge, self.pod, self.directory / "sandbox.log"
+                        self.node.bridge,
+                        self.pod,
+                        self.directory / "sandbox.log",
+                        self.node.firewall,
                     )
                     self.pod_ip = str(self.sandbox.network.address)
                 self.volumes = self._prepare_volumes()
@@ -342,6 +357,8 @@ class PodWorker:
         if self.sandbox is not None:
             self.sandbox.kill(self.node.bridge)
             self.sandbox = None
+            if self.node.firewall is not None:
+                self.node.firewall.forget(self.uid)
         for attempt in attempts:
             reap(attempt.process)
         self._collect_exits(restart=False)
