@@ -12,7 +12,7 @@ from datetime import timedelta
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from devspace_server import api, context, pages, problems
+from devspace_server import api, context, pages, problems, telemetry
 from devspace_server.auth import consent, local, oauth, upstream
 from devspace_server.config import Config, check_safe
 from devspace_server.context import EXTENSION, AppState, close_db
@@ -56,6 +56,8 @@ def create_app(config: Config) -> Flask:
     app.teardown_appcontext(close_db)
 
     problems.register(app)
+    # First, so that the request id is set before anything else can log.
+    telemetry.init_app(app)
     api.register(app)
     app.register_blueprint(local.blueprint)
     app.register_blueprint(oauth.blueprint)

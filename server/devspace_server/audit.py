@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from devspace_server import metrics
 from devspace_server.models import AuditEvent, User
 
 
@@ -32,4 +33,6 @@ def record(
         details=details or {},
     )
     db.add(event)
+    # Counted here so that the metrics and the audit log cannot disagree.
+    metrics.audited(action, details or {})
     return event

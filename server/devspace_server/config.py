@@ -11,33 +11,33 @@ named by `DEVSPACE_CONFIG_FILE`; the environment wins.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from devspace_server.auth.providers import KEYS as UPSTREAM_KEYS
+from devspace_server import config_file, config_secrets
 from devspace_server.auth.providers import UpstreamProvider, parse_providers
-from devspace_server.ca import CertificateAuthority, load_private_key, parse_trusted_keys
+from devspace_server.ca import CertificateAuthority
 from devspace_server.cluster_config import KEYS as CLUSTER_KEYS
 from devspace_server.cluster_config import ClusterConfig, parse_cluster
+from devspace_server.config_secrets import checked as _checked
+from devspace_server.config_secrets import secret_problem
 from devspace_server.errors import ConfigError
 from devspace_server.gateway_endpoint import KEYS as GATEWAY_KEYS
 from devspace_server.gateway_endpoint import GatewayEndpoint, parse_gateway
 
 PREFIX = "DEVSPACE_"
-MIN_SECRET_LENGTH = 32
 # Hosts on which a plain-http public URL (and so a cookie without Secure) is acceptable:
 # the traffic never leaves the machine.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-KEY_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
-_WEAK_SECRETS = {"changeme", "change-me", "secret", "password", "development", "devspace"}
+# `json` (one object a line, for log collectors) or `text` (for a person at a terminal).
+LOG_FORMATS = ("json", "text")
 
 SETTINGS = (
     "data_dir",
@@ -46,6 +46,7 @@ SETTINGS = (
     "secret_key_file",
     "public_url",
     "log_level",
+    "log_format",
     "proxy_hops",
     "session_lifetime_seconds",
     "login_max_failures_per_account",
@@ -55,9 +56,12 @@ SETTINGS = (
     "refresh_token_lifetime_seconds",
     "ssh_ca_key_file",
     "ssh_ca_previous_public_keys",
+    "ssh_ca_public_keys",  # the reconciler's (reconcile/settings.py); the API reads the key file
     "ssh_cert_lifetime_seconds",
     "gateway_secret",
     "gateway_secret_file",
+    "metrics_token",
+    "metrics_token_file",
     *GATEWAY_KEYS,
     *CLUSTER_KEYS,
 )
@@ -81,6 +85,7 @@ class Config:
     secret_key: str = field(repr=False)
     public_url: str
     log_level: str = "INFO"
+    log_format: str = "json"
     proxy_hops: int = 0
     """How many reverse proxies in front of us to believe about the client's address."""
     session_lifetime_seconds: int = 12 * 3600
@@ -97,6 +102,9 @@ class Config:
     gateway_secret: str | None = field(default=None, repr=False)
     """Shared with the SSH gateway, which sends it to `/internal/gateway/principals`; None
     (and that endpoint answers 503) when unset."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """What Prometheus presents as a Bearer token to `/metrics`; None (and `/metrics`
+    answers 503, so that metrics are never public by default) when unset."""
     gateway: GatewayEndpoint | None = None
     """Where the CLI reaches the SSH gateway and the host keys it pins; None (and
     `/api/v1/ssh/gateway` answers 503) when unset."""
@@ -132,6 +140,7 @@ class _Settings:
         self.file_values = file_values
         self.file_name = environ.get(f"{PREFIX}CONFIG_FILE", "")
         self.problems: list[str] = []
+        self.failed: set[str] = set()
 
     def name(self, key: str) -> str:
         """How to refer to a setting in a message: the variable, or the file key if from there."""
@@ -147,54 +156,12 @@ class _Settings:
         return self.file_values.get(key, self.defaults.get(key))
 
     def problem(self, key: str, message: str) -> None:
+        self.failed.add(key)
         self.problems.append(f"{self.name(key)} {message}")
 
 
-_T = TypeVar("_T")
-
-
 def _read_file(environ: Mapping[str, str]) -> dict[str, str]:
-    path = environ.get(f"{PREFIX}CONFIG_FILE")
-    if not path:
-        return {}
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(
-            [f"{PREFIX}CONFIG_FILE names {path}, which cannot be read ({exc.strerror})"]
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path} is not valid TOML ({exc}): fix the file"]) from exc
-    upstream = _upstream_table(path, data.pop("upstream", {}))
-    unknown = sorted(set(data) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(
-            [f"{path} has unknown settings {', '.join(unknown)}: known are {', '.join(SETTINGS)}"]
-        )
-    bad = [k for k, v in data.items() if isinstance(v, dict | list | bool)]
-    if bad:
-        raise ConfigError([f"{path}: {', '.join(bad)} must be a string or a number"])
-    return {k: str(v) for k, v in data.items()} | upstream
-
-
-def _upstream_table(path: str, table: object) -> dict[str, str]:
-    """`[upstream.<name>]` tables, flattened to the keys their variables have."""
-    if not isinstance(table, dict) or not all(isinstance(t, dict) for t in table.values()):
-        raise ConfigError([f"{path}: upstream must hold tables such as [upstream.corp]"])
-    flat = {"upstream_providers": ",".join(table)}
-    for name, values in table.items():
-        unknown = sorted(set(values) - set(UPSTREAM_KEYS))
-        if unknown:
-            raise ConfigError(
-                [
-                    f"{path}: [upstream.{name}] has unknown keys {', '.join(unknown)}: "
-                    f"known are {', '.join(UPSTREAM_KEYS)}"
-                ]
-            )
-        for key, value in values.items():
-            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-            flat[f"upstream_{name}_{key}"] = text.lower() if isinstance(value, bool) else text
-    return flat
+    return config_file.read(environ.get(f"{PREFIX}CONFIG_FILE"), SETTINGS)
 
 
 class _Bounds(NamedTuple):
@@ -237,14 +204,6 @@ def _integer(s: _Settings, key: str) -> int:
     if not low <= value <= high:
         s.problem(key, f"is {value}: set it between {low} and {high} ({why})")
     return value
-
-
-def _checked(s: _Settings, key: str, check: Callable[[str], _T], raw: str) -> _T | None:
-    try:
-        return check(raw)
-    except ValueError as exc:
-        s.problem(key, str(exc))
-        return None
 
 
 def _database_url(raw: str) -> str:
@@ -293,78 +252,6 @@ def _data_dir(s: _Settings) -> Path:
     return path
 
 
-def secret_problem(secret: str) -> str | None:
-    """Why `secret` is not safe as the secret key, or None if it is."""
-    how = f"set {PREFIX}SECRET_KEY to the output of `{KEY_COMMAND}`"
-    if not secret:
-        return f"is not set: {how}, or {PREFIX}SECRET_KEY_FILE to a file holding one"
-    if len(secret) < MIN_SECRET_LENGTH:
-        return f"is {len(secret)} characters, too short to be safe: {how}"
-    if secret.lower() in _WEAK_SECRETS or len(set(secret)) < 12:
-        return f"looks like a placeholder, not a random secret: {how}"
-    return None
-
-
-def _secret(s: _Settings) -> str:
-    direct, path = s.raw("secret_key"), s.raw("secret_key_file")
-    if direct and path:
-        s.problem("secret_key", f"and {s.name('secret_key_file')} are both set: keep one")
-        return ""
-    key = "secret_key"
-    if path:
-        key = "secret_key_file"
-        try:
-            direct = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            s.problem(key, f"names {path}, which cannot be read ({exc.strerror})")
-            return ""
-    problem = secret_problem(direct or "")
-    if problem:
-        s.problem(key, problem)
-    return direct or ""
-
-
-def _gateway_secret(s: _Settings, secret_key: str) -> str | None:
-    """The gateway's shared secret, from `gateway_secret` or the file `gateway_secret_file`.
-
-    Unset is allowed (the gateway endpoint then answers 503); short, placeholder or reused
-    secrets are reported: the gateway's pods hold this one, so it must not also sign sessions.
-    """
-    direct, path = s.raw("gateway_secret"), s.raw("gateway_secret_file")
-    if direct and path:
-        s.problem("gateway_secret", f"and {s.name('gateway_secret_file')} are both set: keep one")
-        return None
-    key = "gateway_secret"
-    if path:
-        key = "gateway_secret_file"
-        try:
-            direct = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            s.problem(key, f"names {path}, which cannot be read ({exc.strerror})")
-            return None
-    if not direct:
-        return None
-    how = f"set {PREFIX}GATEWAY_SECRET to the output of `{KEY_COMMAND}`"
-    if len(direct) < MIN_SECRET_LENGTH:
-        s.problem(key, f"is {len(direct)} characters, too short to be safe: {how}")
-    elif direct.lower() in _WEAK_SECRETS or len(set(direct)) < 12:
-        s.problem(key, f"looks like a placeholder, not a random secret: {how}")
-    elif direct == secret_key:
-        s.problem(key, f"equals {PREFIX}SECRET_KEY: the gateway must not hold that key; {how}")
-    return direct
-
-
-def _ssh_ca(s: _Settings) -> CertificateAuthority | None:
-    path, previous = s.raw("ssh_ca_key_file"), s.raw("ssh_ca_previous_public_keys")
-    if not path:
-        if previous:
-            s.problem("ssh_ca_previous_public_keys", f"is set without {PREFIX}SSH_CA_KEY_FILE")
-        return None
-    key = _checked(s, "ssh_ca_key_file", load_private_key, path)
-    old = _checked(s, "ssh_ca_previous_public_keys", parse_trusted_keys, previous or "")
-    return CertificateAuthority(key, old or ()) if key else None
-
-
 def check_safe(config: Config) -> None:
     """Raises `ConfigError` if `config` is unsafe to serve with, however it was built."""
     problems = []
@@ -379,6 +266,20 @@ def check_safe(config: Config) -> None:
         raise ConfigError(problems)
 
 
+@dataclass(frozen=True)
+class ConfigReading:
+    """What reading the configuration found, usable even when it found problems."""
+
+    config: Config
+    """Every setting as read; a bad one holds its default (or is empty)."""
+    problems: list[str]
+    """One message per problem, naming the setting and what to do."""
+    failed: frozenset[str]
+    """The keys of the settings with a problem, e.g. `database_url`."""
+    name: Callable[[str], str]
+    """How to name a setting in a message: its variable, or its key in the file."""
+
+
 def load_config(
     environ: Mapping[str, str] | None = None, *, defaults: Mapping[str, str] | None = None
 ) -> Config:
@@ -387,6 +288,20 @@ def load_config(
     `environ` defaults to `os.environ`; `defaults` supplies values used only when neither
     the environment nor the file sets them (`serve` uses it for its secret key file and its
     loopback public URL). Returns a `Config`; raises `ConfigError` listing every problem.
+    """
+    reading = read_config(environ, defaults=defaults)
+    if reading.problems:
+        raise ConfigError(reading.problems)
+    return reading.config
+
+
+def read_config(
+    environ: Mapping[str, str] | None = None, *, defaults: Mapping[str, str] | None = None
+) -> ConfigReading:
+    """Read the configuration as `load_config` does, but return its problems, not raise them.
+
+    For `check-config`, which reports every problem and then checks what it can reach.
+    Raises `ConfigError` only if the configuration file cannot be read at all.
     """
     environ = os.environ if environ is None else environ
     s = _Settings(environ, defaults or {}, _read_file(environ))
@@ -407,31 +322,34 @@ def load_config(
     log_level = (s.raw("log_level") or "INFO").strip().upper()
     if log_level not in LOG_LEVELS:
         s.problem("log_level", f"is {log_level!r}: use one of {', '.join(LOG_LEVELS)}")
+    log_format = (s.raw("log_format") or "json").strip().lower()
+    if log_format not in LOG_FORMATS:
+        s.problem("log_format", f"is {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
 
     throttle = LoginThrottle(
         max_failures_per_account=_integer(s, "login_max_failures_per_account"),
         max_failures_per_ip=_integer(s, "login_max_failures_per_ip"),
         window_seconds=_integer(s, "login_window_seconds"),
     )
-    secret_key = _secret(s)
+    secret_key = config_secrets.secret_key(s)
     proxy_hops = _integer(s, "proxy_hops")
     session_lifetime = _integer(s, "session_lifetime_seconds")
     upstream = parse_providers(s.raw, s.problem)
     access_lifetime = _integer(s, "access_token_lifetime_seconds")
     refresh_lifetime = _integer(s, "refresh_token_lifetime_seconds")
-    ssh_ca = _ssh_ca(s)
+    ssh_ca = config_secrets.ssh_ca(s)
     ssh_cert_lifetime = _integer(s, "ssh_cert_lifetime_seconds")
-    gateway_secret = _gateway_secret(s, secret_key)
+    gateway_secret = config_secrets.shared_secret(s, "gateway_secret", secret_key)
+    metrics_token = config_secrets.shared_secret(s, "metrics_token", secret_key)
     gateway = parse_gateway(s.raw, s.problem)
     cluster = parse_cluster(s.raw, s.problem)
-    if s.problems:
-        raise ConfigError(s.problems)
-    return Config(
+    config = Config(
         data_dir=data_dir,
         database_url=database_url,
         secret_key=secret_key,
         public_url=public_url,
         log_level=log_level,
+        log_format=log_format,
         proxy_hops=proxy_hops,
         session_lifetime_seconds=session_lifetime,
         login_throttle=throttle,
@@ -441,9 +359,11 @@ def load_config(
         ssh_ca=ssh_ca,
         ssh_cert_lifetime_seconds=ssh_cert_lifetime,
         gateway_secret=gateway_secret,
+        metrics_token=metrics_token,
         gateway=gateway,
         cluster=cluster,
     )
+    return ConfigReading(config, s.problems, frozenset(s.failed), s.name)
 
 
 def load_database_url(environ: Mapping[str, str] | None = None) -> str:

@@ -6,7 +6,6 @@ Every foreseeable failure is a `DevspaceError`, printed as one line with exit st
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -15,12 +14,14 @@ from typing import Any
 import click
 from sqlalchemy.exc import OperationalError
 
-from devspace_server import __version__, accounts, db
+from devspace_server import __version__, accounts, config_check, db, logs
 from devspace_server import serve as embedded
-from devspace_server.config import load_config, load_database_url
+from devspace_server.config import load_database_url, setting
 from devspace_server.errors import DatabaseUnavailable, DevspaceError, ValidationFailed
 from devspace_server.models import Role
 from devspace_server.reconcile import process as reconciler
+from devspace_server.reconcile.settings import load_reconciler_config
+from devspace_server.serve import Bind
 
 
 class _Group(click.Group):
@@ -37,9 +38,9 @@ class _Group(click.Group):
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # The format is read here rather than from each command's configuration: the
+    # reconciler's has none, and a bad value is reported by the server's own check.
+    logs.configure(level, (setting(os.environ, "log_format") or "json").strip().lower())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +79,7 @@ def serve(bind: str, workers: int, kubeconfig: str | None) -> None:
     address = embedded.Bind.parse(bind)
     config = embedded.serve_config(os.environ, address)
     _logging(config.log_level)
+    embedded.prepare_metrics(os.environ)
     sock = embedded.listen(address)
     kubeconfig = kubeconfig or config.cluster.kubeconfig
     if kubeconfig is None:
@@ -109,22 +111,53 @@ def serve(bind: str, workers: int, kubeconfig: str | None) -> None:
     help="The cluster to reconcile [$DEVSPACE_KUBECONFIG; default: in-cluster config].",
 )
 @click.option("--embedded", type=int, default=None, hidden=True, help="serve's process id.")
-def reconcile(kubeconfig: str | None, embedded: int | None) -> None:
+@click.option(
+    "--once",
+    is_flag=True,
+    help="One full pass over every space, then exit (non-zero if a space failed).",
+)
+@click.option(
+    "--probes",
+    default=None,
+    metavar="HOST:PORT",
+    envvar="DEVSPACE_RECONCILER_PROBES",
+    help="Serve /healthz and /readyz here, for Kubernetes probes [$DEVSPACE_RECONCILER_PROBES].",
+)
+def reconcile(kubeconfig: str | None, embedded: int | None, once: bool, probes: str | None) -> None:
     """Make the cluster match the database: namespaces, quotas and pods of every space.
 
-    Several may run; a Lease elects the one that acts. Stops on SIGTERM or SIGINT.
+    Several may run; a Lease elects the one that acts. Stops on SIGTERM or SIGINT. Needs
+    only the SSH CA's public keys ($DEVSPACE_SSH_CA_PUBLIC_KEYS), never its private key.
     """
-    config = load_config()
+    config = load_reconciler_config()
     _logging(config.log_level)
     stop = threading.Event()
     reconciler.stop_on_signals(stop)
     if embedded is not None:
         reconciler.stop_with_parent(stop, embedded)
+    kubeconfig = kubeconfig or config.cluster.kubeconfig
+    if once:
+        done = reconciler.reconcile_once(config, kubeconfig=kubeconfig, stop=stop)
+        summary = (
+            f"reconciled {done.spaces} spaces in {done.seconds:.2f} s "
+            f"({done.applied} objects applied)"
+        )
+        if done.orphans:
+            summary += f"; orphan namespaces: {', '.join(done.orphans)}"
+        if done.failed:
+            raise click.ClickException(
+                f"{summary}; {len(done.failed)} failed ({', '.join(done.failed[:10])}): "
+                "see the log above"
+            )
+        click.echo(summary, err=True)
+        return
+    probe_bind = Bind.parse(probes) if probes else None
     reconciler.reconcile_forever(
         config,
-        kubeconfig=kubeconfig or config.cluster.kubeconfig,
+        kubeconfig=kubeconfig,
         stop=stop,
         create_lease_namespace=embedded is not None,
+        probes=(probe_bind.host, probe_bind.port) if probe_bind else None,
     )
 
 
@@ -139,6 +172,26 @@ def migrate() -> None:
     finally:
         engine.dispose()
     click.echo(f"database {db.describe(url)} is at migration {db.head_revision()}", err=True)
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Print every problem with the configuration, and exit 1 if there is one.
+
+    Checks each setting as the server does at start, then tries what they name: the
+    database and each upstream sign-in provider. Problems go to stdout, one a line; what
+    was found to work goes to stderr.
+    """
+    report = config_check.check()
+    for note in report.notes:
+        click.echo(f"ok: {note}", err=True)
+    for problem in report.problems:
+        click.echo(problem)
+    if report.problems:
+        count = len(report.problems)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} in the configuration", err=True)
+        sys.exit(1)
+    click.echo("the configuration is fine", err=True)
 
 
 @cli.command("create-admin")

@@ -431,3 +431,21 @@ class Space(Timestamps, Base):
     finalized_at: Mapped[datetime | None]
 
     owner: Mapped[User] = relationship()
+
+
+class ReconcilerHeartbeat(Base):
+    """One reconciler replica's heartbeat (written only by it, every few seconds).
+
+    `beat_at` says the process is alive; `contacted_at` is its last successful exchange with
+    the Kubernetes API server (None: never yet), so the API can tell "the reconciler is down"
+    from "the cluster is unreachable" without cluster credentials of its own.
+    """
+
+    __tablename__ = "reconciler_heartbeats"
+
+    identity: Mapped[str] = mapped_column(String(128), primary_key=True)
+    leader: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime]
+    beat_at: Mapped[datetime] = mapped_column(index=True)
+    contacted_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(String(REASON_MAX))

@@ -1,9 +1,14 @@
 """`devspace-server serve`: the embedded default, one machine and nothing else to install.
 
-Keeps a secret key and an SSH CA key in the data directory (each created on first start,
-mode 0600), migrates the database, binds the listening socket itself (so "port in use" is
-one clear line) and runs gunicorn on it. Each gunicorn worker builds its own app, and so its
-own engine, after the fork: no connection is ever shared between processes.
+Keeps a secret key, an SSH CA key and the SSH gateway's shared secret in the data directory
+(each created on first start, mode 0600, and kept across restarts), migrates the database,
+binds the listening socket itself (so "port in use" is one clear line) and runs gunicorn on
+it. Each gunicorn worker builds its own app, and so its own engine, after the fork: no
+connection is ever shared between processes.
+
+The workers (and the reconciler child) count metrics in prometheus_client's multiprocess
+mode, in `<data dir>/metrics` (emptied at each start) unless `PROMETHEUS_MULTIPROC_DIR`
+names another directory; gunicorn's access log is off, `telemetry.py` logs each request.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from devspace_server import ca, db
+from devspace_server import ca, db, logs, metrics
 from devspace_server.app import create_app
 from devspace_server.config import (
     LOOPBACK_HOSTS,
@@ -34,6 +39,8 @@ from devspace_server.errors import DevspaceError
 
 KEY_FILE_NAME = "secret_key"
 SSH_CA_KEY_FILE_NAME = "ssh_ca_key"
+GATEWAY_SECRET_FILE_NAME = "gateway_secret"  # noqa: S105 - a file name, not a secret
+METRICS_DIR_NAME = "metrics"
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +94,15 @@ def ensure_ssh_ca_key_file(data_dir: Path) -> Path:
     return _ensure_private_file(data_dir / SSH_CA_KEY_FILE_NAME, ca.new_private_key_file_content)
 
 
+def ensure_gateway_secret_file(data_dir: Path) -> Path:
+    """The data directory's SSH gateway secret file, created (random, 0600) if missing.
+
+    The gateway's principals command presents it to `/internal/gateway/principals`.
+    Raises `ServeError` if it exists but others may read it, or cannot be created.
+    """
+    return _ensure_private_file(data_dir / GATEWAY_SECRET_FILE_NAME, _new_secret_key)
+
+
 def _ensure_private_file(path: Path, content: Callable[[], bytes]) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -113,8 +129,8 @@ def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
     """The configuration `serve` runs with: the environment and file, plus its own defaults.
 
     Those defaults are the data directory's secret key file (unless a secret is
-    configured), its SSH CA key file (unless one is configured) and, when listening on
-    loopback, `http://<bind>` as the public URL.
+    configured), its SSH CA key file and gateway secret file (unless those are configured)
+    and, when listening on loopback, `http://<bind>` as the public URL.
     Raises `ConfigError` or `ServeError`.
     """
     defaults: dict[str, str] = {}
@@ -124,9 +140,29 @@ def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
     if not setting(environ, "ssh_ca_key_file"):
         data_dir = resolve_data_dir(environ)
         defaults["ssh_ca_key_file"] = str(ensure_ssh_ca_key_file(data_dir))
+    if not setting(environ, "gateway_secret") and not setting(environ, "gateway_secret_file"):
+        data_dir = resolve_data_dir(environ)
+        defaults["gateway_secret_file"] = str(ensure_gateway_secret_file(data_dir))
     if bind.host in LOOPBACK_HOSTS:
         defaults["public_url"] = bind.url
     return load_config(environ, defaults=defaults)
+
+
+def prepare_metrics(environ: Mapping[str, str]) -> Path:
+    """Empty (or create) the multiprocess metrics directory and point this process (and so
+    the gunicorn workers and the reconciler child it starts) at it.
+
+    `PROMETHEUS_MULTIPROC_DIR` if set, else `<data dir>/metrics`. Call once, before `run`
+    and before starting the reconciler child. Returns the directory; raises `ServeError`
+    if it cannot be made.
+    """
+    named = environ.get(metrics.MULTIPROC_ENV)
+    path = Path(named) if named else resolve_data_dir(environ) / METRICS_DIR_NAME
+    try:
+        metrics.prepare_multiprocess_dir(path)
+    except OSError as exc:
+        raise ServeError(f"cannot prepare the metrics directory {path}: {exc.strerror}") from exc
+    return path
 
 
 def listen(bind: Bind) -> socket.socket:
@@ -150,6 +186,10 @@ def listen(bind: Bind) -> socket.socket:
             why = f"cannot be bound ({exc.strerror or exc})"
         raise ServeError(f"{bind.host}:{bind.port} {why}") from exc
     return sock
+
+
+def _worker_exited(_arbiter: object, worker: Any) -> None:
+    metrics.mark_process_dead(worker.pid)
 
 
 class _Gunicorn(BaseApplication):
@@ -185,7 +225,10 @@ def run(config: Config, sock: socket.socket, workers: int) -> None:
         "worker_class": "sync",
         "proc_name": "devspace-server",
         "loglevel": config.log_level.lower(),
-        "accesslog": "-",
+        # Off: it would log raw paths with their query strings, where OAuth codes travel.
+        "accesslog": None,
+        "logconfig_dict": logs.gunicorn_logconfig(config.log_level, config.log_format),
+        "child_exit": _worker_exited,
         "timeout": 30,
         "graceful_timeout": 10,
         # gunicorn's control socket would be a second way in, under $HOME; we do not use it.

@@ -1,16 +1,18 @@
 """The WSGI app for `gunicorn devspace_server.wsgi:app` (the container image).
 
 Configuration comes from the environment and the optional file; the database must have
-been migrated (`devspace-server migrate`, for example in an init container).
+been migrated (`devspace-server migrate`, for example in an init container). Run it with
+`gunicorn -c python:devspace_server.gunicorn_conf devspace_server.wsgi:app` for JSON logs
+from gunicorn too and metrics added up across workers.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from flask import Flask
 
+from devspace_server import logs
 from devspace_server.app import create_app
 from devspace_server.config import load_config
 from devspace_server.errors import ConfigError
@@ -25,9 +27,7 @@ def _load() -> Flask:
     except ConfigError as exc:
         print(f"devspace-server: {exc}", file=sys.stderr)
         raise SystemExit(_GUNICORN_APP_LOAD_ERROR) from None
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     return create_app(config)
 
 

@@ -29,34 +29,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from devspace_server.kube.meta import installation_selector
 from devspace_server.kube.spec import ClusterSettings, Resources, SpaceSpec
 from devspace_server.reconcile.cluster import Cluster
 from devspace_server.reconcile.step import Reconciler
 from devspace_server.reconcile.store import MemorySpaceStore
-from reconcile.chartfiles import RECONCILER, load_documents
-from testbed import images
+from reconcile.identity import grant_reconciler, revoke_reconciler, sidecar_settings
 from testbed.cluster import ControlPlane, ExistingCluster
-
-
-def create_or_replace(kube: client.ApiClient, document: dict[str, Any], namespace: str) -> None:
-    """Create an RBAC object from a YAML document (replacing a stale one of a former run)."""
-    rbac = client.RbacAuthorizationV1Api(kube)
-    name = document["metadata"]["name"]
-    kinds = {
-        "ClusterRole": (rbac.create_cluster_role, rbac.replace_cluster_role, False),
-        "Role": (rbac.create_namespaced_role, rbac.replace_namespaced_role, True),
-    }
-    create, replace, namespaced = kinds[document["kind"]]
-    args = (namespace,) if namespaced else ()
-    try:
-        create(*args, document)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        replace(name, *args, document)
 
 
 @pytest.fixture(scope="session")
@@ -75,37 +55,9 @@ def reconciler_kubeconfig(
     reconciler_namespace: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:
-    namespace = reconciler_namespace
-    core = client.CoreV1Api(kube)
-    rbac = client.RbacAuthorizationV1Api(kube)
-    for document in load_documents("tenant-clusterrole.yaml"):
-        create_or_replace(kube, document, namespace)
-    documents = load_documents("reconciler-rbac.yaml")
-    for document in documents:
-        create_or_replace(kube, document, namespace)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=RECONCILER))
-    )
-    subject = client.RbacV1Subject(kind="ServiceAccount", name=RECONCILER, namespace=namespace)
-    for document in documents:
-        ref = client.V1RoleRef(
-            api_group="rbac.authorization.k8s.io",
-            kind=document["kind"],
-            name=document["metadata"]["name"],
-        )
-        meta = client.V1ObjectMeta(name=f"{document['metadata']['name']}-{namespace}")
-        if document["kind"] == "ClusterRole":
-            rbac.create_cluster_role_binding(
-                client.V1ClusterRoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-            )
-        else:
-            rbac.create_namespaced_role_binding(
-                namespace, client.V1RoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-            )
-    yield control_plane.serviceaccount_kubeconfig(
-        namespace, RECONCILER, tmp_path_factory.mktemp("reconciler") / "kubeconfig"
-    )
-    rbac.delete_cluster_role_binding(f"devspace-reconciler-{namespace}")
+    path = tmp_path_factory.mktemp("reconciler") / "kubeconfig"
+    yield grant_reconciler(kube, control_plane, reconciler_namespace, path)
+    revoke_reconciler(kube, reconciler_namespace)
 
 
 @pytest.fixture(scope="session")
@@ -117,15 +69,7 @@ def reconciler_api(reconciler_kubeconfig: Path) -> Iterator[client.ApiClient]:
 
 @pytest.fixture(scope="session")
 def sidecar() -> dict[str, Any]:
-    row = images.resolve({"image": "devspace.test/sshd"})
-    if row is not None and row.unavailable is None:
-        return {"sidecar_image": "devspace.test/sshd"}
-    # Until the test node runs devspace.test/sshd, something that listens on 2222 stands in.
-    return {
-        "sidecar_image": "devspace.test/shell",
-        "sidecar_command": ("/usr/bin/python3", "-m", "http.server", "2222"),
-        "sidecar_args": (),
-    }
+    return sidecar_settings()
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """Chaos: the Kubernetes API server goes away for a while and comes back.
 
 On a private control plane (with its own node), so stopping its API server disturbs no other
-test. While it is down the devspace API answers from the database and accepts changes, and the
+test. While it is down the devspace API answers from the database and accepts changes, says
+that the cluster is unreachable and since when (from the reconciler's heartbeat), and the
 reconciler neither dies nor overwrites what it last observed; once it is back the reconciler
-applies what changed meanwhile.
+applies what changed meanwhile and the API says so.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from devspace_server.context import state
 from devspace_server.kube.spec import WORKLOAD_NAME, ClusterSettings
 from devspace_server.models import Role
 from devspace_server.reconcile.process import reconcile_forever
-from reconcile.chartfiles import RECONCILER, load_documents
+from devspace_server.reconcile.settings import ReconcilerConfig
+from reconcile.identity import install_reconciler
 from reconcile.spaceapp import caller, space_app
 from testbed.cluster import ControlPlane
 from testbed.eventually import eventually
@@ -33,8 +36,8 @@ from testbed.node import TestNode
 pytestmark = [pytest.mark.kube, pytest.mark.node]
 SYSTEM = "devspace-system"
 # Longer than the leader's renew deadline (10 s), so the reconciler also loses and wins back
-# its Lease, the longest path back to work.
-OUTAGE_SECONDS = 12
+# its Lease, the longest path back to work; and than the heartbeat's UNREACHABLE_AFTER.
+OUTAGE_SECONDS = 14
 
 
 @pytest.fixture
@@ -57,37 +60,6 @@ def plane(tmp_path: Path) -> Iterator[ControlPlane]:
         plane.stop()
 
 
-def reconciler_kubeconfig(plane: ControlPlane, path: Path) -> Path:
-    """The reconciler's ServiceAccount in `SYSTEM` with the chart's RBAC; its kubeconfig."""
-    kube = config.new_client_from_config(str(plane.admin_kubeconfig))
-    try:
-        core, rbac = client.CoreV1Api(kube), client.RbacAuthorizationV1Api(kube)
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=SYSTEM)))
-        core.create_namespaced_service_account(
-            SYSTEM, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=RECONCILER))
-        )
-        subject = client.RbacV1Subject(kind="ServiceAccount", name=RECONCILER, namespace=SYSTEM)
-        for document in load_documents("tenant-clusterrole.yaml"):
-            rbac.create_cluster_role(document)
-        for document in load_documents("reconciler-rbac.yaml"):
-            name, kind = document["metadata"]["name"], document["kind"]
-            ref = client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind=kind, name=name)
-            meta = client.V1ObjectMeta(name=name)
-            if kind == "ClusterRole":
-                rbac.create_cluster_role(document)
-                rbac.create_cluster_role_binding(
-                    client.V1ClusterRoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-                )
-            else:
-                rbac.create_namespaced_role(SYSTEM, document)
-                rbac.create_namespaced_role_binding(
-                    SYSTEM, client.V1RoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-                )
-    finally:
-        kube.close()
-    return plane.serviceaccount_kubeconfig(SYSTEM, RECONCILER, path)
-
-
 @pytest.fixture
 def app(tmp_path: Path, settings: ClusterSettings, ssh_ca: Path) -> Iterator[Flask]:
     with space_app(tmp_path, settings, ssh_ca, SYSTEM) as app:
@@ -97,13 +69,13 @@ def app(tmp_path: Path, settings: ClusterSettings, ssh_ca: Path) -> Iterator[Fla
 @pytest.fixture
 def reconciler(app: Flask, plane: ControlPlane, tmp_path: Path) -> Iterator[threading.Thread]:
     """The reconciler in a thread, as `devspace-server reconcile` runs it, on `plane`."""
-    kubeconfig = reconciler_kubeconfig(plane, tmp_path / "reconciler.kubeconfig")
+    kubeconfig = install_reconciler(plane, SYSTEM, tmp_path / "reconciler.kubeconfig")
     with app.app_context():
         loaded = state().config
     stop = threading.Event()
     thread = threading.Thread(
         target=reconcile_forever,
-        args=(loaded,),
+        args=(ReconcilerConfig.from_server_config(loaded),),
         kwargs={"kubeconfig": str(kubeconfig), "stop": stop},
         daemon=True,
     )
@@ -132,6 +104,14 @@ def test_the_api_answers_during_an_apiserver_outage_and_the_reconciler_catches_u
 
     alice("POST", "/api/v1/spaces", json={"name": "work", **space})
     running = eventually(lambda: phase("work", "running"), what="work to run", timeout=60)
+    assert running["waiting"] is None
+    health = eventually(
+        lambda: (h := alice("GET", "/api/v1/reconciler"))["state"] == "ok" and h,
+        what="the reconciler to report a leader in contact",
+        timeout=15,
+    )
+    assert health["message"] == "The reconciler reaches the cluster."
+    assert health["replicas"] is None  # names only for admins
 
     plane.stop_apiserver()
     down = time.monotonic()
@@ -159,6 +139,20 @@ def test_the_api_answers_during_an_apiserver_outage_and_the_reconciler_catches_u
         assert alice("GET", "/api/v1/spaces/other")["phase"] == "provisioning"
         time.sleep(0.5)
     assert len(last_observed) == 1, "nothing was observed while the API server was down"
+    # The API says why nothing moves: the reconciler's heartbeat has no contact since `down`.
+    health = alice("GET", "/api/v1/reconciler")
+    assert health["state"] == "cluster-unreachable", health
+    since = datetime.fromisoformat(health["contacted_at"])
+    assert since <= datetime.now(UTC) - timedelta(seconds=OUTAGE_SECONDS - 4)
+    said = f"has not been reachable since {since:%Y-%m-%d %H:%M:%S} UTC"
+    assert said in health["message"]
+    pending = alice("GET", "/api/v1/spaces/other")
+    assert pending["phase"] == "provisioning"
+    assert said in pending["reason"]
+    assert pending["waiting"] == pending["reason"]
+    changed = alice("GET", "/api/v1/spaces/work")
+    assert (changed["phase"], changed["reason"]) == ("running", "running")  # last observed
+    assert said in changed["waiting"]  # and why `stopped: true` is not applied yet
 
     plane.start_apiserver()
     back = time.monotonic()
@@ -177,6 +171,12 @@ def test_the_api_answers_during_an_apiserver_outage_and_the_reconciler_catches_u
             ignore=(ApiException,),
         )
         applied = time.monotonic() - back
+        eventually(
+            lambda: alice("GET", "/api/v1/reconciler")["state"] == "ok",
+            what="the API to say the cluster is back",
+            timeout=15,
+        )
+        assert alice("GET", "/api/v1/spaces/other")["waiting"] is None
         # The control plane's part: kube-controller-manager's informers back off for up to
         # ~30 s after an outage before they create other's pod and delete work's.
         eventually(lambda: phase("other", "running"), what="other to run", timeout=60)

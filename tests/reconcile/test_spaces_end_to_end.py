@@ -24,6 +24,7 @@ from devspace_server.kube.spec import HOST_KEY_SECRET, ClusterSettings
 from devspace_server.models import Role, Space
 from devspace_server.reconcile.leader import LEASE_NAME
 from devspace_server.reconcile.process import reconcile_forever
+from devspace_server.reconcile.settings import ReconcilerConfig
 from reconcile.spaceapp import caller, space_app
 from testbed.eventually import eventually
 from testbed.node import TestNode
@@ -54,7 +55,7 @@ def reconciling(
     stop = threading.Event()
     thread = threading.Thread(
         target=reconcile_forever,
-        args=(config,),
+        args=(ReconcilerConfig.from_server_config(config),),
         kwargs={"kubeconfig": str(reconciler_kubeconfig), "stop": stop},
         daemon=True,
     )

@@ -14,6 +14,7 @@ from devspace_server.api import (
     health,
     openapi,
     quotas,
+    reconciler,
     spaces,
     ssh,
     tokens,
@@ -29,6 +30,7 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     ssh.blueprint,
     spaces.blueprint,
     quotas.blueprint,
+    reconciler.blueprint,
     # Not public: the SSH gateway's internal question, outside /api/v1 and the OpenAPI document.
     gateway.blueprint,
 )

@@ -199,6 +199,11 @@ class SpaceInfo(Model):
     updated_at: datetime
     observed_at: datetime | None = Field(description="When the reconciler last looked.")
     deleted_at: datetime | None
+    waiting: str | None = Field(
+        default=None,
+        description="Set while the space's desired state is not yet applied and the reason is "
+        "outside the space (the cluster unreachable, no reconciler running): what holds it up.",
+    )
 
 
 class SpaceList(Model):

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from devspace_server import audit, ca, context, quotas
+from devspace_server.api import reconciler
 from devspace_server.api.operations import operation
 from devspace_server.api.space_models import (
     HostKey,
@@ -77,8 +78,22 @@ def space_info(space: Space, owner: User, settings: kube.ClusterSettings) -> Spa
     )
 
 
+# The reconciler still has work on a space in these phases.
+_PENDING_PHASES = frozenset({"provisioning", "deleting"})
+
+
 def _info(space: Space) -> SpaceInfo:
-    return space_info(space, space.owner, context.config().cluster.settings)
+    info = space_info(space, space.owner, context.config().cluster.settings)
+    health = reconciler.current_health()
+    applied = space.observed_at is not None and space.observed_at >= space.desired_at
+    if health.ok or (applied and space.phase not in _PENDING_PHASES):
+        return info
+    # The last observed status stays (it is still the best guess), but a space that waits
+    # says why: a person cannot tell a slow reconciler from an unreachable cluster otherwise.
+    changes = {"waiting": health.message}
+    if space.phase in _PENDING_PHASES:
+        changes["reason"] = health.message
+    return info.model_copy(update=changes)
 
 
 def _is_admin() -> bool:

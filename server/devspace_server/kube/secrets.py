@@ -6,6 +6,8 @@ host key can be mounted into the sidecar alone.
 
 from __future__ import annotations
 
+import hashlib
+
 from kubernetes import client
 
 from devspace_server.kube.meta import object_meta
@@ -17,6 +19,9 @@ from devspace_server.kube.spec import (
     SpaceSpec,
 )
 
+# On the Deployment (applied after the Secrets): the digest of the Secrets' content as last
+# applied, so a full resync, which may not read Secrets back, knows whether they are current.
+SECRETS_DIGEST = "devspace.dev/secrets-digest"
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 CA_FILE = "ca.pub"
 PRINCIPALS_FILE = "principals"
@@ -58,3 +63,11 @@ def make_ca_secret(spec: SpaceSpec, settings: ClusterSettings) -> client.V1Secre
 def make_principals_secret(spec: SpaceSpec, settings: ClusterSettings) -> client.V1Secret:
     """The certificate principals allowed to log in (AuthorizedPrincipalsFile), one a line."""
     return _secret(PRINCIPALS_SECRET, PRINCIPALS_FILE, _lines(spec.principals), spec, settings)
+
+
+def secrets_digest(spec: SpaceSpec) -> str:
+    """A digest of everything the space's Secrets hold (SHA-256, hex)."""
+    content = "\0".join(
+        (spec.host_private_key, _lines(spec.ca_public_keys), _lines(spec.principals))
+    )
+    return hashlib.sha256(content.encode()).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from kubernetes import client
 
 from devspace_server.kube.meta import COMPONENT, SPACE_ID, object_meta, ownership_labels
+from devspace_server.kube.secrets import SECRETS_DIGEST, secrets_digest
 from devspace_server.kube.spec import (
     CA_SECRET,
     HOST_KEY_SECRET,
@@ -133,10 +134,12 @@ def make_pod_spec(spec: SpaceSpec, settings: ClusterSettings) -> client.V1PodSpe
 def make_deployment(spec: SpaceSpec, settings: ClusterSettings) -> client.V1Deployment:
     """One replica, or none while the space is stopped (the claim keeps /workspace)."""
     labels = {**ownership_labels(spec, settings), COMPONENT: "dev"}
+    metadata = object_meta(WORKLOAD_NAME, spec, settings)
+    metadata.annotations = {SECRETS_DIGEST: secrets_digest(spec)}
     return client.V1Deployment(
         api_version="apps/v1",
         kind="Deployment",
-        metadata=object_meta(WORKLOAD_NAME, spec, settings),
+        metadata=metadata,
         spec=client.V1DeploymentSpec(
             replicas=0 if spec.stopped else 1,
             # Recreate: the claim is ReadWriteOnce, and two dev pods would fight over it.

@@ -23,11 +23,14 @@ from devspace_server.reconcile.errors import (
     ClusterConflict,
     ClusterError,
     ClusterNotFound,
+    ClusterUnavailable,
     kube_errors,
 )
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "devspace-reconciler"
+# Told after every attempt: whether the API server answered, and the error if any.
+Contact = Callable[[bool, str | None], None]
 
 
 def default_identity() -> str:
@@ -49,6 +52,7 @@ class LeaderElector:
         renew_deadline: float = 10,
         retry_seconds: float = 2,
         clock: Callable[[], float] = time.monotonic,
+        on_contact: Contact | None = None,
     ) -> None:
         self.leases = client.CoordinationV1Api(api)
         self.namespace = namespace
@@ -58,6 +62,12 @@ class LeaderElector:
         self.renew_deadline = renew_deadline
         self.retry_seconds = retry_seconds
         self.clock = clock
+        self.on_contact = on_contact
+        # A Lease call that hangs must fail before the renew deadline passes, or a partition
+        # could keep this replica "leading" after its Lease expired elsewhere.
+        self.timeout = (renew_deadline / 2, renew_deadline / 2)
+        self.leading = False
+        """True while this process holds the Lease and its `lead` runs (for the heartbeat)."""
         self._observed: tuple[str | None, datetime | None] | None = None
         self._observed_at = 0.0
 
@@ -69,7 +79,9 @@ class LeaderElector:
         now = datetime.now(UTC)
         try:
             with kube_errors(f"reading lease {self.namespace}/{self.name}"):
-                lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+                lease = self.leases.read_namespaced_lease(
+                    self.name, self.namespace, _request_timeout=self.timeout
+                )
         except ClusterNotFound:
             return self._create(now)
         spec = lease.spec or client.V1LeaseSpec()
@@ -91,7 +103,9 @@ class LeaderElector:
             with kube_errors(f"renewing lease {self.namespace}/{self.name}"):
                 # replace carries the resourceVersion we read: a concurrent writer makes this
                 # a 409, so two candidates never both win.
-                self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
+                self.leases.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=self.timeout
+                )
         except ClusterConflict:
             return False
         self._observed, self._observed_at = (self.identity, now), self.clock()
@@ -110,7 +124,9 @@ class LeaderElector:
         )
         try:
             with kube_errors(f"creating lease {self.namespace}/{self.name}"):
-                self.leases.create_namespaced_lease(self.namespace, lease)
+                self.leases.create_namespaced_lease(
+                    self.namespace, lease, _request_timeout=self.timeout
+                )
         except ClusterConflict:
             return False
         self._observed, self._observed_at = (self.identity, now), self.clock()
@@ -120,12 +136,16 @@ class LeaderElector:
         """Give the Lease up (if held), so a successor need not wait for it to expire."""
         try:
             with kube_errors(f"releasing lease {self.namespace}/{self.name}"):
-                lease = self.leases.read_namespaced_lease(self.name, self.namespace)
+                lease = self.leases.read_namespaced_lease(
+                    self.name, self.namespace, _request_timeout=self.timeout
+                )
                 if lease.spec is None or lease.spec.holder_identity != self.identity:
                     return
                 lease.spec.holder_identity = None
                 lease.spec.lease_duration_seconds = 1
-                self.leases.replace_namespaced_lease(self.name, self.namespace, lease)
+                self.leases.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=self.timeout
+                )
         except ClusterError as error:
             log.warning("could not release the lease: %s", error)
 
@@ -143,7 +163,9 @@ class LeaderElector:
             lost = threading.Event()
             worker = threading.Thread(target=lead, args=(lost,), name="leader", daemon=True)
             worker.start()
+            self.leading = True
             self._renew_until_lost(stop)
+            self.leading = False
             lost.set()
             worker.join()
             log.info("%s stopped leading", self.identity)
@@ -151,10 +173,17 @@ class LeaderElector:
 
     def _attempt(self) -> bool:
         try:
-            return self.try_acquire_or_renew()
+            held = self.try_acquire_or_renew()
         except ClusterError as error:
             log.warning("leader election: %s", error)
+            self._contact(not isinstance(error, ClusterUnavailable), str(error))
             return False
+        self._contact(True, None)
+        return held
+
+    def _contact(self, reachable: bool, error: str | None) -> None:
+        if self.on_contact is not None:
+            self.on_contact(reachable, error)
 
     def _renew_until_lost(self, stop: threading.Event) -> None:
         last_renewal = self.clock()

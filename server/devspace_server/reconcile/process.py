@@ -1,9 +1,11 @@
 """The reconciler as a process: `devspace-server reconcile`, alone or started by `serve`.
 
 `reconcile_forever` connects to the database and the cluster and runs `run.run` (leader
-election around the loop) with the database store, until SIGTERM or SIGINT. The cluster is
+election around the loop) with the database store, until SIGTERM or SIGINT, writing its
+heartbeat (`heartbeat.py`) beside; `reconcile_once` makes one full pass. The cluster is
 reached with the kubeconfig named by `--kubeconfig` or `DEVSPACE_KUBECONFIG`, else with the
-in-cluster ServiceAccount.
+in-cluster ServiceAccount. Both take a `ReconcilerConfig` (`settings.py`): no secret key and
+no CA private key.
 
 `serve` runs it as a child process rather than a thread: gunicorn's master forks workers,
 and a fork taken while a reconciler thread holds a lock would leave the worker deadlocked.
@@ -24,12 +26,24 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
+from sqlalchemy.engine import Engine
 
 from devspace_server import db
-from devspace_server.config import Config, setting
+from devspace_server.config import Config
 from devspace_server.errors import DevspaceError
+from devspace_server.probe_server import ProbeServer
 from devspace_server.reconcile import dbstore, run
 from devspace_server.reconcile.errors import ClusterError, kube_errors
+from devspace_server.reconcile.heartbeat import Heartbeat
+from devspace_server.reconcile.leader import LeaderElector
+from devspace_server.reconcile.loop import PassResult
+from devspace_server.reconcile.probe import not_ready
+from devspace_server.reconcile.settings import (
+    PUBLIC_KEYS_VARIABLE,
+    ReconcilerConfig,
+    log_warnings,
+)
+from devspace_server.reconcile.step import APPLY_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +56,8 @@ class ReconcilerError(DevspaceError):
 
 
 def kube_client(kubeconfig: str | None) -> client.ApiClient:
-    """An API client from `kubeconfig`, or the in-cluster config when None.
+    """The reconciler's API client from `kubeconfig`, or the in-cluster config when None:
+    a connection pool for its parallel applies, and no retries of its own.
 
     Raises `ReconcilerError` saying what is missing.
     """
@@ -50,12 +65,22 @@ def kube_client(kubeconfig: str | None) -> client.ApiClient:
         if kubeconfig:
             if not Path(kubeconfig).is_file():
                 raise ReconcilerError(f"the kubeconfig {kubeconfig} does not exist")
-            made: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                kubeconfig
+            configuration = client.Configuration()
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                kubeconfig, client_configuration=configuration
             )
-            return made
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
+        else:
+            configuration = client.Configuration()
+            kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        # Room for every apply and watch in flight, so no connection is made per request.
+        configuration.connection_pool_maxsize = APPLY_THREADS + 8
+        # No retries inside the client: urllib3 would repeat a timed-out GET three times,
+        # quadrupling how long a hung API server holds a worker. The loop retries, with
+        # back-off, and the Lease's deadline counts from the first attempt.
+        configuration.retries = False
+        return client.ApiClient(configuration)
     except ConfigException as exc:
         where = kubeconfig or "the in-cluster ServiceAccount"
         raise ReconcilerError(
@@ -80,31 +105,36 @@ def ensure_namespace(api: client.ApiClient, name: str) -> None:
             log.warning("%s", error)
 
 
+def _store(config: ReconcilerConfig, engine: Engine) -> dbstore.DatabaseSpaceStore:
+    keys = config.ca_public_keys
+    return dbstore.DatabaseSpaceStore(
+        db.make_sessionmaker(engine),
+        configured_quota=config.cluster.quota_defaults,
+        ca_public_keys=lambda: keys,
+    )
+
+
 def reconcile_forever(
-    config: Config,
+    config: ReconcilerConfig,
     *,
     kubeconfig: str | None,
     stop: threading.Event,
     create_lease_namespace: bool = False,
+    probes: tuple[str, int] | None = None,
 ) -> None:
-    """Reconcile the database of `config` into the cluster until `stop` is set.
+    """Reconcile the database of `config` into the cluster until `stop` is set; with
+    `probes`, serve `/healthz` and `/readyz` there (`probe.py`).
 
     Raises `ReconcilerError`, `DatabaseUnavailable` or `DatabaseNotMigrated` if it cannot
     start; after that, failures are logged and retried.
     """
     api = kube_client(kubeconfig)
+    log_warnings(config)
     engine = db.make_engine(config.database_url)
     try:
         db.require_current_schema(engine)
         cluster = config.cluster
-        ca = config.ssh_ca
-        if ca is None:
-            log.warning("no SSH CA key: sidecars will trust no certificate, nobody can log in")
-        store = dbstore.DatabaseSpaceStore(
-            db.make_sessionmaker(engine),
-            configured_quota=cluster.quota_defaults,
-            ca_public_keys=lambda: ca.trusted_public_keys if ca else (),
-        )
+        store = _store(config, engine)
         if create_lease_namespace:
             ensure_namespace(api, cluster.lease_namespace)
         log.info(
@@ -112,14 +142,77 @@ def reconcile_forever(
             cluster.settings.instance,
             cluster.settings.namespace_prefix,
         )
-        run.run(
-            api,
-            store,
-            cluster.settings,
-            lease_namespace=cluster.lease_namespace,
-            stop=stop,
-            followers=[functools.partial(dbstore.follow_changes, store)],
-        )
+        elector = LeaderElector(api, cluster.lease_namespace)
+        heartbeat = Heartbeat(store.sessions, elector.identity, leading=lambda: elector.leading)
+        elector.on_contact = heartbeat.contact
+        beating = threading.Thread(target=heartbeat.run, args=(stop,), name="heartbeat")
+        beating.start()
+        served: ProbeServer | None = None
+        if probes is not None:
+            try:
+                served = ProbeServer(
+                    probes,
+                    ready=lambda: not_ready(heartbeat),
+                    alive=beating.is_alive,
+                    metrics_token=config.metrics_token,
+                ).start()
+            except OSError as error:
+                stop.set()
+                beating.join()
+                raise ReconcilerError(
+                    f"cannot serve the probes on {probes[0]}:{probes[1]}: {error.strerror}"
+                ) from error
+            log.info("probes on http://%s:%d/readyz", probes[0], served.port)
+        try:
+            run.run(
+                api,
+                store,
+                cluster.settings,
+                lease_namespace=cluster.lease_namespace,
+                stop=stop,
+                elector=elector,
+                followers=[functools.partial(dbstore.follow_changes, store)],
+            )
+        finally:
+            stop.set()
+            beating.join()
+            if served is not None:
+                served.stop()
+    finally:
+        engine.dispose()
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def reconcile_once(
+    config: ReconcilerConfig,
+    *,
+    kubeconfig: str | None,
+    stop: threading.Event,
+    wait_seconds: float = 30,
+) -> PassResult:
+    """One full pass over every space of `config`'s database, holding the Lease.
+
+    Returns what the pass did. Raises `ReconcilerError` if it cannot start or cannot take the
+    Lease within `wait_seconds`, `ClusterError` if the pass cannot list what it must, and the
+    database's errors as `reconcile_forever` does.
+    """
+    api = kube_client(kubeconfig)
+    log_warnings(config)
+    engine = db.make_engine(config.database_url)
+    try:
+        db.require_current_schema(engine)
+        cluster = config.cluster
+        try:
+            return run.run_once(
+                api,
+                _store(config, engine),
+                cluster.settings,
+                lease_namespace=cluster.lease_namespace,
+                stop=stop,
+                wait_seconds=wait_seconds,
+            )
+        except run.NotLeader as error:
+            raise ReconcilerError(str(error)) from error
     finally:
         engine.dispose()
         api.close()  # type: ignore[no-untyped-call]
@@ -144,21 +237,27 @@ def stop_with_parent(stop: threading.Event, parent: int) -> None:
 
 
 def child_environment(environ: Mapping[str, str], config: Config) -> dict[str, str]:
-    """The environment for `serve`'s reconciler child: `serve`'s own defaults made explicit.
-
-    `serve` fills in the data directory's secret and CA key files and a loopback public URL
-    when they are not configured; the child must load the very same configuration.
-    """
-    from devspace_server import serve  # noqa: PLC0415 - serve imports gunicorn; only here
-
-    env = dict(environ)
+    """The environment for `serve`'s reconciler child: the database `serve` uses and the CA's
+    public keys, and none of `serve`'s secrets (its key files are taken out)."""
+    env = {k: v for k, v in environ.items() if k not in _SERVER_SECRETS}
     env["DEVSPACE_DATABASE_URL"] = config.database_url
-    env["DEVSPACE_PUBLIC_URL"] = config.public_url
-    if not setting(environ, "secret_key") and not setting(environ, "secret_key_file"):
-        env["DEVSPACE_SECRET_KEY_FILE"] = str(config.data_dir / serve.KEY_FILE_NAME)
-    if config.ssh_ca is not None and not setting(environ, "ssh_ca_key_file"):
-        env["DEVSPACE_SSH_CA_KEY_FILE"] = str(config.data_dir / serve.SSH_CA_KEY_FILE_NAME)
+    if config.ssh_ca is not None:
+        env[PUBLIC_KEYS_VARIABLE] = config.ssh_ca.trusted_keys_file()
     return env
+
+
+# What only the API needs: the reconciler child of `serve` is started without them.
+_SERVER_SECRETS = frozenset(
+    f"DEVSPACE_{name}"
+    for name in (
+        "SECRET_KEY",
+        "SECRET_KEY_FILE",
+        "SSH_CA_KEY_FILE",
+        "SSH_CA_PREVIOUS_PUBLIC_KEYS",
+        "GATEWAY_SECRET",
+        "GATEWAY_SECRET_FILE",
+    )
+)
 
 
 def start_child(

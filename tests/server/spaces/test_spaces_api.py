@@ -34,7 +34,9 @@ def test_a_space_is_created_shown_and_listed(app: Flask, as_alice: Caller, alice
     assert body["namespace"] == f"ds-{body['id']}"
     assert (body["name"], body["owner"], body["owner_id"]) == ("work", "alice", alice.id)
     assert body["phase"] == "provisioning"
-    assert body["reason"] == "waiting for the reconciler"
+    # No reconciler has written a heartbeat in this database: the space says so.
+    assert body["reason"].startswith("No reconciler has reported yet")
+    assert body["waiting"] == body["reason"]
     assert body["pod_ip"] is None
     assert body["storage"] == "1Gi"
     assert body["env"] == {"EDITOR": "vi"}
