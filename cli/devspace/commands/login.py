@@ -33,6 +33,7 @@ from devspace.api import (
     send,
     token_credentials,
 )
+from devspace.certificates import forget
 from devspace.commands.common import server_option, which_server
 from devspace.config import Settings, normalise_server
 from devspace.credentials import Credentials, Store
@@ -82,6 +83,9 @@ def login(
         credentials = token_credentials(url, tokens, username)
     store = Store()
     store.save(credentials)
+    # A certificate from an earlier sign-in may name another user: the next SSH command
+    # asks for one of this sign-in's own.
+    forget(url)
     if settings.default_server is None:
         settings.default_server = url
         settings.save()

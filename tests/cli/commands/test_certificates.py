@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from server.oauth_flows import make_token
 
 from devspace.api import Api
 from devspace.certificates import RENEW_BEFORE, ensure_identity, forget, key_directory
 from devspace.credentials import Credentials
 from devspace.errors import ServerError
+from devspace_server import accounts
+from devspace_server.context import state
+from devspace_server.models import Role, TokenKind
 
-from .conftest import Served
+from .conftest import Result, Served
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +101,20 @@ def test_a_server_without_a_certificate_authority_says_so(
 ) -> None:
     with pytest.raises(ServerError, match="SSH_CA_KEY_FILE"):
         ensure_identity(Api(signed_in.server))
+
+
+def test_a_new_sign_in_drops_the_last_one_s_certificate(
+    signed_in: Credentials, server: Served, devspace: Callable[..., Result]
+) -> None:
+    api = Api(signed_in.server)
+    earlier = ensure_identity(api)
+    with server.app.app_context(), state().sessions() as session:
+        bob = accounts.create_user(session, username="bob", role=Role.USER, password=None)
+        session.commit()
+        session.expunge(bob)
+    token = make_token(server.app, bob, "spaces ssh", kind=TokenKind.PERSONAL)
+    assert devspace("login", "--server", server.url, "--token", token).code == 0
+    assert not earlier.certificate.exists()  # it names alice, who is no longer signed in
+
+    issued = certificate(ensure_identity(Api(signed_in.server)).certificate)
+    assert issued.valid_principals == [bob.id.encode()]
