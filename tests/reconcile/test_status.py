@@ -172,3 +172,24 @@ def test_the_newest_live_pod_speaks_for_the_space() -> None:
     )
     status = read_status(Observed(NAMESPACE, deployment(), [old, new], None), stopped=False)
     assert status.problems[0].kind == ProblemKind.IMAGE_PULL
+
+
+@pytest.mark.parametrize(
+    ("generation", "observed_generation", "replicas", "updated"),
+    [(3, 2, 1, 1), (3, 3, 1, 0), (3, 3, 2, 1)],
+)
+def test_an_old_pod_is_not_running_while_the_new_spec_rolls_out(
+    generation: int, observed_generation: int, replicas: int, updated: int
+) -> None:
+    rolling = deployment()
+    rolling.metadata = client.V1ObjectMeta(generation=generation)
+    rolling.status.observed_generation = observed_generation
+    rolling.status.replicas, rolling.status.updated_replicas = replicas, updated
+    old = pod("Running", ready=True, ip="10.0.0.5")
+    status = read_status(Observed(NAMESPACE, rolling, [old], None), stopped=False)
+    assert (status.phase, status.pod_ip, status.ready) == (Phase.STARTING, None, False)
+
+    rolling.status.observed_generation = generation
+    rolling.status.replicas = rolling.status.updated_replicas = 1
+    status = read_status(Observed(NAMESPACE, rolling, [old], None), stopped=False)
+    assert (status.phase, status.pod_ip) == (Phase.RUNNING, "10.0.0.5")

@@ -100,6 +100,22 @@ def _newest(pods: list[client.V1Pod]) -> client.V1Pod | None:
     return max(live, key=lambda t: (t[0] is not None, t[0], t[1]))[2]
 
 
+def _rolling_out(deployment: client.V1Deployment | None) -> bool:
+    """Whether the Deployment's controller has not yet replaced the pods of an older spec.
+
+    Until then the one live pod may be the old one: reporting it as running would send the
+    CLI to a pod that is about to go (and publish an address that is about to change).
+    """
+    if deployment is None or deployment.status is None:
+        return False
+    generation = deployment.metadata.generation if deployment.metadata else None
+    seen = deployment.status.observed_generation
+    if generation is not None and seen is not None and seen < generation:
+        return True
+    total, updated = deployment.status.replicas, deployment.status.updated_replicas
+    return total is not None and total > (updated or 0)
+
+
 def _pod_problems(pod: client.V1Pod) -> list[Problem]:
     problems = []
     status = pod.status or client.V1PodStatus()
@@ -171,6 +187,8 @@ def _phase(observed: Observed, *, stopped: bool, applied: bool) -> SpaceStatus: 
         return SpaceStatus(Phase.ERROR, problems[0].message, problems=tuple(problems))
     if pod is None:
         return SpaceStatus(Phase.STARTING, "waiting for the dev pod to be created")
+    if _rolling_out(observed.deployment):
+        return SpaceStatus(Phase.STARTING, "replacing the dev pod with one of the new spec")
     pod_ip = pod.status.pod_ip if pod.status else None
     if pod.status and pod.status.phase == "Running" and _ready(pod):
         return SpaceStatus(Phase.RUNNING, "running", pod_ip=pod_ip, ready=True)
