@@ -22,14 +22,19 @@ from bench.startup import cli_startup
 NAMES = (
     "small-files",
     "large-file",
+    "sync-latency",
+    "sync-idle",
     "tunnel",
     "tunnel-two-hops",
     "connect",
     "cli-startup",
+    "provision",
 )
 NEEDS = {
     "small-files": "rsync",
     "large-file": "sftp",
+    "sync-latency": "ssh",
+    "sync-idle": "ssh",
     "tunnel": "ssh",
     "tunnel-two-hops": "ssh",
     "connect": "ssh",
@@ -77,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         row, timer = cli_startup(max(args.runs, 30))
         rows.append(row)
         notes.append(f"cli-startup timed with {timer}")
+    if "provision" in chosen:
+        from bench.provision import provision  # noqa: PLC0415 - starts its own test bed
+
+        print("bench: provision", file=sys.stderr)
+        found, said = provision(max(args.runs, 20), *((20, 200) if args.small else (100, 1000)))
+        rows += found
+        notes += said
     if any(n in chosen for n in NEEDS):
         rows += _with_sidecar(chosen, args.small, args.runs)
 
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
     # Imported here: the test bed and the sync engine are not needed for cli-startup alone.
     from bench.bed import sidecar_test_bed  # noqa: PLC0415
-    from bench.sync import large_file, small_files  # noqa: PLC0415
+    from bench.sync import idle_cost, large_file, latency, small_files  # noqa: PLC0415
     from bench.tunnel import (  # noqa: PLC0415
         connection_setup,
         forwarded_port,
@@ -120,6 +132,12 @@ def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
             if "large-file" in chosen:
                 print("bench: large-file", file=sys.stderr)
                 rows.append(large_file(sidecar, work, runs, 128 if small else 512))
+            if "sync-latency" in chosen:
+                print("bench: sync-latency", file=sys.stderr)
+                rows += latency(sidecar, work, max(runs, 20) * 2, 2_000 if small else 10_000)
+            if "sync-idle" in chosen:
+                print("bench: sync-idle", file=sys.stderr)
+                rows += idle_cost(sidecar, work, 10_000 if small else 100_000, 60.0)
             if "tunnel" in chosen:
                 print("bench: tunnel", file=sys.stderr)
                 rows.append(forwarded_port(sidecar, work, runs, 256 if small else 512))

@@ -23,6 +23,16 @@ COMMANDS = {
     "logout": ("devspace.commands.logout:logout", "Sign out of a server and revoke its tokens."),
     "spaces": ("devspace.commands.spaces:spaces", "List, create, stop, start, delete spaces."),
     "status": ("devspace.commands.status:status", "A space's phase, reason and quota usage."),
+    "init": ("devspace.commands.init:init", "Write a commented devspace.yaml for this project."),
+    "up": ("devspace.commands.up:up", "Start the project's space; ports, sync and a terminal."),
+    "down": ("devspace.commands.down:down", "Stop the project's space; its workspace is kept."),
+    "ssh": ("devspace.commands.shell:shell", "Open a shell in a space (also: enter)."),
+    "enter": ("devspace.commands.shell:shell", "Open a shell in a space (same as ssh)."),
+    "exec": ("devspace.commands.execute:execute", "Run a command in a space; its exit status."),
+    "forward": ("devspace.commands.forward:forward", "Forward ports to and from a space (-R)."),
+    "ssh-config": ("devspace.commands.sshconfig:ssh_config", "OpenSSH config for your spaces."),
+    "proxy": ("devspace.commands.proxy:proxy", "ProxyCommand for OpenSSH (see ssh-config)."),
+    "sync": ("devspace.commands.sync:sync", "Sync a local folder with a space, both ways."),
 }
 
 
@@ -84,7 +94,9 @@ def _report(message: str, error: BaseException | None = None) -> None:
 def run(args: list[str] | None = None) -> int:  # noqa: PLR0911 - one per exit path
     """Run the CLI with `args` (default: the process's) and return its exit code."""
     try:
-        cli.main(args=args, prog_name="devspace", standalone_mode=False)
+        # Not standalone, click returns a command's `ctx.exit(code)` rather than raising it
+        # (exec and ssh exit with the remote command's status).
+        status = cli.main(args=args, prog_name="devspace", standalone_mode=False)
     except click.exceptions.Abort:
         _report("aborted.")
         return Interrupted.exit_code
@@ -105,7 +117,7 @@ def run(args: list[str] | None = None) -> int:  # noqa: PLR0911 - one per exit p
         return 1
     finally:
         _finish()
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def _finish() -> None:

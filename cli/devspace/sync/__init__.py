@@ -13,7 +13,10 @@ The modules, by job (the first six are the pure core):
   at paths, digests, tar streams; `Pipeline`: SFTP requests with many in flight);
 - `apply` (the laptop's side) and `podwrite` (the pod's): a plan applied with every
   operation checked first and files renamed into place; `outcome` holds what they report;
-- `once`: `sync_once`, the whole pass below in one call.
+- `once`: `sync_once`, the whole pass below in one call;
+- `watch` (which paths changed: watchdog on the laptop, `inotifywait` in the pod, coalesced in
+  `Changes`), `scope` (a pass over only the touched subtrees), `lock` (one engine per folder,
+  and its status file), `live` (`SyncSession`: the continuous engine, reconnecting).
 
 One pass, as the engine runs it:
 

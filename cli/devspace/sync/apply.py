@@ -72,12 +72,15 @@ def apply(
     *,
     progress: Progress | None = None,
     tar: bool | None = None,
+    listed: Callable[[str], bool] | None = None,
 ) -> ApplyResult:
     """Apply `plan`, made from the snapshots `local` and `remote`, to both folders.
 
     Operations whose path no longer holds what the plan expected are skipped and returned in
     `ApplyResult.stale`; plan again to deal with them. `tar` forces or forbids tar streams for
-    uploads (None: chosen by batch size).
+    uploads (None: chosen by batch size). `listed(path)` says which paths `remote` was
+    listed for moments ago: their first check before a write in the pod trusts it (deletes
+    and the final check before each rename always ask the pod).
 
     Raises BrakeError if the plan is stopped by a brake (nothing is touched), ApplyInterrupted
     if the connection drops (carrying what was done), RemoteError if the pod fails in a way
@@ -87,6 +90,8 @@ def apply(
         raise BrakeError("; ".join(brake.message for brake in plan.brakes))
     laptop = LocalWriter(local_root, pod, Observed(local), progress=progress)
     writer = PodWriter(pod, local_root, Observed(remote), progress=progress, tar=tar)
+    if listed is not None:
+        writer.listed = (remote, listed)
 
     def result() -> ApplyResult:
         return ApplyResult(

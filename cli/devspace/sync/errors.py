@@ -1,9 +1,15 @@
-"""The sync engine's errors: one root, so the CLI can map every foreseeable failure to an exit."""
+"""The sync engine's errors: one root, so the CLI can map every foreseeable failure to an exit.
+
+The root is a `DevspaceError`, so the CLI reports each as one line (exit 1; a dropped
+connection exits 5, as other SSH failures do).
+"""
 
 from __future__ import annotations
 
+from devspace.errors import DevspaceError
 
-class SyncError(Exception):
+
+class SyncError(DevspaceError):
     """Root of every error the sync engine raises on purpose."""
 
 

@@ -22,7 +22,7 @@ from devspace.sync.podwrite import remove_temporaries
 from devspace.sync.policy import IgnoreRules, NameRules
 from devspace.sync.remote import FolderMissing, PodFolder
 from devspace.sync.scan import add_digests, scan
-from devspace.sync.snapshot import Kind, Snapshot
+from devspace.sync.snapshot import Ancestor, Kind, Snapshot
 from devspace.sync.state import AncestorStore
 
 
@@ -37,6 +37,8 @@ class PassReport:
     plan: SyncPlan
     applied: ApplyResult | None
     missing_remote: bool = False
+    ancestor: Ancestor | None = None  # recorded after the pass (None: not read or unchanged)
+    rules: IgnoreRules | None = None  # the ignore rules the pass used, nested ones included
 
     @property
     def stopped(self) -> bool:
@@ -58,11 +60,13 @@ def sync_once(
     ignore: tuple[str, ...] = (),
     progress: Progress | None = None,
     tar: bool | None = None,
+    dry_run: bool = False,
 ) -> PassReport:
     """Run one pass between `local_root` and `pod`, recording the new ancestor in `store`.
 
     `ignore` adds patterns (devspace.yaml's `sync.ignore`). A brake returns a stopped report
-    without touching anything; confirm with `options.confirmed` and run again.
+    without touching anything; confirm with `options.confirmed` and run again. `dry_run`
+    plans and returns without touching either side or the recorded state.
 
     Raises ScanError if the local folder cannot be read, ListingError if the pod's listing is
     malformed, ApplyInterrupted (after recording what was done) if the connection drops during
@@ -79,8 +83,9 @@ def sync_once(
     except FolderMissing:
         # The pod's folder is gone: plan against nothing, so the empty-root brake speaks.
         remote, missing = Snapshot(), True
-    remove_local_temporaries(local_root, sorted(local.ignored))
-    remove_temporaries(pod, sorted(remote.ignored))
+    if not dry_run:
+        remove_local_temporaries(local_root, sorted(local.ignored))
+        remove_temporaries(pod, sorted(remote.ignored))
     ancestor = store.load()
     wanted = needs_digest(local, remote, ancestor)
     if wanted:
@@ -90,12 +95,13 @@ def sync_once(
             {p: d for p, d in found.items() if (e := remote.get(p)) and e.kind is Kind.FILE}
         )
     result = plan(local, remote, ancestor, options)
-    if result.stopped:
-        return PassReport(result, None, missing)
+    if result.stopped or dry_run:
+        return PassReport(result, None, missing, ancestor, local_scan.rules)
     try:
         applied = apply(result, local_root, pod, local, remote, progress=progress, tar=tar)
     except ApplyInterrupted as error:
         store.save(settled(ancestor, result, error.partial))
         raise
-    store.save(settled(ancestor, result, applied))
-    return PassReport(result, applied, missing)
+    recorded = settled(ancestor, result, applied)
+    store.save(recorded)
+    return PassReport(result, applied, missing, recorded, local_scan.rules)

@@ -20,7 +20,7 @@ import io
 import os
 import secrets
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -59,7 +59,7 @@ from devspace.sync.remote import (
     attributes,
     through_links,
 )
-from devspace.sync.snapshot import DIRECTORY, Entry, Kind, is_normal_path, parent
+from devspace.sync.snapshot import DIRECTORY, Entry, Kind, Snapshot, is_normal_path, parent
 
 # SFTP data per WRITE request: what every server accepts, less room for the request header so
 # that one request fits one SSH packet (OpenSSH allows 32 KiB per packet on a session).
@@ -124,6 +124,9 @@ class PodWriter:
         self.observed = observed
         self.progress = progress
         self.tar = tar
+        # A listing taken moments ago (a scoped pass's) answers the first check before
+        # writing, instead of asking the pod again; `_place` always asks afresh.
+        self.listed: tuple[Snapshot, Callable[[str], bool]] | None = None
         self.done: list[Operation] = []
         self.stale: list[Stale] = []
         self._token = secrets.token_hex(6)
@@ -137,7 +140,12 @@ class PodWriter:
         Raises RemoteError, ConnectionLost.
         """
         paths = {op.path for op in ops} | {op.to for op in ops if isinstance(op, MoveAside)}
-        fresh = self.pod.entries(paths | ancestors(paths))
+        wanted = paths | ancestors(paths)
+        listed, self.listed = self.listed, None  # good for the first check only
+        if listed is not None and all(listed[1](p) for p in wanted):
+            fresh: dict[str, Entry | None] = {p: listed[0].get(p) for p in wanted}
+        else:
+            fresh = self.pod.entries(wanted)
         accepted = []
         for op in ops:
             problem = self._problem(op, fresh)
@@ -175,6 +183,7 @@ class PodWriter:
         """Apply conflict moves and deletes, in order. Raises RemoteError, ConnectionLost."""
         if not ops:
             return
+        self.listed = None  # a delete is checked against the pod itself, never a listing
         pipe = self.pod.pipeline()
         sent = []
         for op in self._accept(ops):

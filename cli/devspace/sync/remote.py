@@ -61,6 +61,8 @@ class FolderMissing(ListingError):
 class ConnectionLost(RemoteError):
     """The SSH connection dropped; reconnect and run the pass again."""
 
+    exit_code = 5  # as `devspace.errors.SshError`
+
 
 def lost(error: BaseException) -> ConnectionLost:
     """A ConnectionLost describing `error` (raise it `from error`)."""

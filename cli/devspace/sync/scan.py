@@ -70,7 +70,70 @@ def scan(root: Path, rules: IgnoreRules | None = None) -> LocalScan:
     if not os.path.isdir(top):
         missing = not os.path.exists(top)
         raise ScanError(f"{root} is missing" if missing else f"{root} is not a directory")
-    pending: list[tuple[str, str]] = [("", top)]
+    rules = _walk(tree, [("", top)], rules, root)
+    return LocalScan(tree.snapshot(), rules)
+
+
+def scan_scopes(root: Path, scopes: Collection[str], rules: IgnoreRules) -> Snapshot:
+    """Snapshot only the subtrees `scopes` of `root`, with their parent directories.
+
+    Every parent of a scope is recorded as a directory, so the planner sees a tree whose
+    other parts simply are not there. `rules` must already hold the nested `.gitignore` files
+    above the scopes (a full `scan`'s rules do).
+
+    Raises ScanError if `root` is not a readable directory, ScopeMoved(path) if a parent of
+    a scope is not a plain directory any more (widen the scope to that path and try again).
+    """
+    top = os.fspath(root)
+    if not os.path.isdir(top):
+        raise ScanError(f"{root} is missing or not a directory")
+    tree = _Tree()
+    pending: list[tuple[str, str]] = []
+    for scope in sorted(scopes, key=lambda p: p.count("/")):
+        up, parents = parent(scope), []
+        while up:
+            parents.append(up)
+            up = parent(up)
+        for directory in reversed(parents):
+            if directory not in tree.entries:
+                if not os.path.isdir(_full(top, directory)) or os.path.islink(
+                    _full(top, directory)
+                ):
+                    raise ScopeMoved(directory)
+                tree.entries[directory] = DIRECTORY
+        up = parent(scope)
+        name = scope.rpartition("/")[2]
+        try:
+            with os.scandir(_full(top, up)) as listing:
+                child = next((c for c in listing if c.name == name), None)
+            if child is not None and _add_child(tree, scope, child, rules):
+                pending.append((scope, child.path))
+        except FileNotFoundError:
+            raise ScopeMoved(up) from None
+        except OSError as error:
+            tree.frozen[scope] = f"cannot be read ({error.strerror})"
+    _walk(tree, pending, rules, root)
+    return tree.snapshot()
+
+
+class ScopeMoved(ScanError):
+    """A parent of a scanned scope is no longer a directory: widen the scope to `path`."""
+
+    def __init__(self, path: str) -> None:
+        """Name the parent that moved."""
+        super().__init__(f"{path!r} is no longer a directory")
+        self.path = path
+
+
+def _full(top: str, path: str) -> str:
+    return os.path.join(top, *path.split("/")) if path else top
+
+
+def _walk(
+    tree: _Tree, pending: list[tuple[str, str]], rules: IgnoreRules, root: Path
+) -> IgnoreRules:
+    """Walk the directories in `pending` (path, full path) into `tree`; return the rules
+    extended by the `.gitignore` files met."""
     while pending:
         directory, absolute = pending.pop()
         try:
@@ -104,7 +167,7 @@ def scan(root: Path, rules: IgnoreRules | None = None) -> LocalScan:
                 continue  # deleted while we looked: absent is the truth now
             except OSError as error:
                 tree.frozen[path] = f"cannot be read ({error.strerror})"
-    return LocalScan(tree.snapshot(), rules)
+    return rules
 
 
 def _read_gitignore(directory: str) -> list[str]:
@@ -216,7 +279,7 @@ def _literal(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[\\" else c for c in name)
 
 
-def parse_listing(data: bytes, rules: IgnoreRules | None = None) -> Snapshot:
+def parse_listing(data: bytes, rules: IgnoreRules | None = None, *, strip: bytes = b"") -> Snapshot:
     """The snapshot that a `listing_command` output describes, filtered by `rules`.
 
     Names that cannot be addressed under a root (`..`, absolute, empty parts) and entries whose
@@ -227,6 +290,7 @@ def parse_listing(data: bytes, rules: IgnoreRules | None = None) -> Snapshot:
 
     Raises ListingError if the output lacks its header (the root is missing) or is truncated
     or malformed: a partial listing must never be mistaken for a tree with files deleted.
+    `strip` is removed from the front of every path (`./` for a listing of several scopes).
     """
     if not data.startswith(LISTING_HEADER):
         raise ListingError("the remote listing has no header: the remote folder is missing")
@@ -241,6 +305,8 @@ def parse_listing(data: bytes, rules: IgnoreRules | None = None) -> Snapshot:
         meta = fields[index].split(b"\t", 4)
         if len(meta) != 5:
             raise ListingError(f"record {index // 2 + 1} of the remote listing is malformed")
+        if strip and meta[4].startswith(strip):
+            meta[4] = meta[4][len(strip) :]
         listing.add(*meta, link=fields[index + 1])
     return listing.tree.snapshot()
 

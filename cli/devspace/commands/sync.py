@@ -1,0 +1,365 @@
+"""`devspace sync [SPACE]`: keep a local folder and a folder in the space in sync, two ways.
+
+Live by default: a first pass (with a progress line on a terminal), then a one-line status
+(idle, syncing N, conflicts) until Ctrl-C. `--once` runs one pass and prints what it did
+(`--output json` for scripts); `--dry-run` prints the plan and changes nothing. A pass that
+would delete a lot (or everything, because one side is suddenly empty) stops and asks; `--yes`
+answers for scripts.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import click
+
+from devspace.commands.common import server_option, which_server, which_space
+from devspace.errors import UsageError
+from devspace.output import emit, output_option
+
+if TYPE_CHECKING:
+    from devspace.ssh import Connection
+    from devspace.sync.live import Status
+    from devspace.sync.once import PassReport
+    from devspace.sync.operations import SyncPlan
+
+DEFAULT_REMOTE = "/workspace"
+
+
+@click.command()
+@click.argument("space", required=False)
+@click.option(
+    "--local",
+    "local",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="The folder on this computer.",
+)
+@click.option(
+    "--remote", default=DEFAULT_REMOTE, show_default=True, help="The folder in the space."
+)
+@click.option("--once", is_flag=True, help="Run one pass and exit (for scripts).")
+@click.option("--dry-run", is_flag=True, help="Print what one pass would do; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Go on past the safety brakes without asking.")
+@server_option
+@output_option
+def sync(
+    *,
+    space: str | None,
+    local: Path,
+    remote: str,
+    once: bool,
+    dry_run: bool,
+    yes: bool,
+    server: str | None,
+    output: str,
+) -> None:
+    """Sync a local folder with a folder in SPACE (default: the one chosen with
+    `devspace spaces use`), both ways, keeping both versions of a conflict."""
+    if not remote.startswith("/"):
+        raise UsageError(f"--remote must be an absolute path in the space, not {remote!r}")
+    if output == "json" and not (once or dry_run):
+        raise UsageError("--output json needs --once or --dry-run")
+    folder = local.resolve()
+    if not folder.is_dir():
+        raise UsageError(f"{local} is not a folder")
+    from devspace.api import Api  # noqa: PLC0415 - requests is slow to import
+    from devspace.remote import connect  # noqa: PLC0415
+
+    url = which_server(server)
+    name = which_space(url, space)
+    api = Api(url)
+    run = Run(name, folder, remote.rstrip("/") or "/", lambda: connect(api, name), yes=yes)
+    if once or dry_run:
+        emit(run.once(dry_run=dry_run), output, plan_text)
+    else:
+        run.live()
+
+
+class Run:
+    """One `devspace sync` run: the folders, how to connect, and what it shows on stderr."""
+
+    def __init__(
+        self,
+        space: str,
+        local: Path,
+        remote: str,
+        connect: Callable[[], Connection],
+        *,
+        yes: bool = False,
+        err: TextIO | None = None,
+    ) -> None:
+        """Sync `local` with `remote` in `space`, connecting with `connect`."""
+        self.space, self.local, self.remote, self.connect = space, local, remote, connect
+        self.yes = yes
+        self.err = err or sys.stderr
+        self.terminal = self.err.isatty()
+
+    def _key(self) -> Any:
+        from devspace.sync.state import FolderKey  # noqa: PLC0415 - only when syncing
+
+        return FolderKey(self.space, str(self.local), self.remote)
+
+    def once(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """One pass (or only its plan); returns what `plan_text` and `--output json` show.
+
+        Raises SyncLocked if a live sync runs on this folder, SyncError subclasses and
+        SshError for everything else that stops a pass.
+        """
+        from devspace.sync.lock import FolderLock  # noqa: PLC0415
+        from devspace.sync.once import sync_once  # noqa: PLC0415
+        from devspace.sync.plan import PlanOptions  # noqa: PLC0415
+        from devspace.sync.policy import NameRules  # noqa: PLC0415
+        from devspace.sync.remote import PodFolder  # noqa: PLC0415
+        from devspace.sync.state import AncestorStore  # noqa: PLC0415
+
+        key = self._key()
+        options = PlanOptions(local_names=NameRules.for_platform())
+        shown = Progress(self.err) if self.terminal and not dry_run else None
+        with FolderLock(key), AncestorStore.for_folder(key) as store, self.connect() as conn:
+            if not dry_run and not len(store.load()):
+                # A first sync makes its pod folder; later, a missing one is a warning sign (a
+                # wiped volume) that the empty-root brake reports.
+                made = conn.run(["mkdir", "-p", "--", self.remote], timeout=30)
+                if made.exit_status != 0:
+                    why = made.stderr.decode(errors="replace").strip()
+                    raise UsageError(f"cannot make {self.remote} in space {self.space}: {why}")
+            pod = PodFolder(conn.sftp(), self.remote)
+            started = time.monotonic()
+            report = sync_once(
+                self.local, pod, store, options=options, dry_run=dry_run, progress=shown
+            )
+            if report.stopped and not dry_run and self.confirm(report.plan):
+                confirmed = frozenset(b.reason for b in report.plan.brakes)
+                options = PlanOptions(local_names=options.local_names, confirmed=confirmed)
+                report = sync_once(self.local, pod, store, options=options, progress=shown)
+            if shown is not None:
+                shown.finish(len(report.applied.done) if report.applied else 0, started)
+        summary = describe(report, dry_run=dry_run)
+        if report.stopped and not dry_run:
+            from devspace.sync.errors import SyncError  # noqa: PLC0415
+
+            raise SyncError(
+                "stopped by a safety brake, nothing was changed: "
+                + "; ".join(b.message for b in report.plan.brakes)
+                + " — run again with --yes to go on"
+            )
+        return summary
+
+    def confirm(self, plan: SyncPlan) -> bool:
+        """Whether to go on past `plan`'s brakes: --yes, or the person says so."""
+        if self.yes:
+            return True
+        if not (self.terminal and sys.stdin.isatty()):
+            return False
+        self.clear()
+        for brake in plan.brakes:
+            click.echo(f"devspace: {brake.message}", err=True)
+        return click.confirm("Go on and delete these files?", default=False, err=True)
+
+    def live(self) -> None:
+        """Sync until Ctrl-C. Raises what `SyncSession.run` raises."""
+        from devspace.sync.live import SyncSession  # noqa: PLC0415
+        from devspace.sync.state import AncestorStore  # noqa: PLC0415
+
+        shown = Progress(self.err) if self.terminal else None
+        session = SyncSession(
+            self.local,
+            AncestorStore.for_folder(self._key()),
+            self.connect,
+            on_status=self.show,
+            on_brake=self.confirm,
+            on_pass=self._passed,
+            progress=shown,
+        )
+        self._first = shown
+        self._files: int | None = None
+        self._stopping = False
+        self._started = time.monotonic()
+        self._last_line: tuple[object, ...] = ()
+        errors: list[BaseException] = []
+
+        def running() -> None:
+            try:
+                session.run()
+            except BaseException as error:  # re-raised on the main thread below
+                errors.append(error)
+
+        worker = threading.Thread(target=running, name="sync", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            self._stopping = True  # the status line is cleared, not rewritten, from here on
+            session.stop()
+            worker.join(30)
+        finally:
+            self.clear()
+        if errors:
+            raise errors[0]
+
+    def _passed(self, report: PassReport) -> None:
+        if self._files is None and report.applied is not None:
+            self._files = len(report.applied.done)
+
+    def show(self, status: Status) -> None:
+        """The one-line status: rewritten in place on a terminal, a line per change otherwise."""
+        if self._stopping and self.terminal:
+            return
+        if self._first is not None and status.state not in ("starting", "syncing"):
+            self._first.finish(self._files, self._started)
+            self._first = None
+        if self._first is not None:
+            return  # the first pass shows its progress line instead
+        conflicts = f", {len(status.conflicts)} conflicts" if status.conflicts else ""
+        if status.state == "syncing":
+            line = f"sync: syncing {status.pending}{conflicts}"
+        else:
+            extra = f": {status.message}" if status.message else ""
+            line = f"sync: {status.state}{conflicts}{extra}"
+        if self.terminal:
+            self.err.write("\r\x1b[K" + line[:200])
+            self.err.flush()
+        elif status.state != "syncing" and (status.state, status.message, conflicts) != (
+            self._last_line
+        ):
+            self._last_line = (status.state, status.message, conflicts)
+            print(line, file=self.err, flush=True)
+
+    def clear(self) -> None:
+        """End the status line, so what follows starts on a line of its own."""
+        if self.terminal:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+
+
+class Progress:
+    """The first pass's progress on a terminal: bytes copied and the rate, then a summary."""
+
+    def __init__(self, err: TextIO) -> None:
+        """Write to `err` (a terminal)."""
+        self.err = err
+        self.bytes = 0
+        self.started = time.monotonic()
+        self._shown = 0.0
+        self._lock = threading.Lock()
+        self.done = False  # after the summary, later passes show nothing here
+
+    def __call__(self, count: int) -> None:
+        # Called from the apply's threads too: the counter is shared.
+        if self.done:
+            return
+        with self._lock:
+            self.bytes += count
+            now = time.monotonic()
+            if now - self._shown < 0.1:
+                return
+            self._shown = now
+        self.err.write(f"\r\x1b[Ksync: copying {self._rate(now)}")
+        self.err.flush()
+
+    def _rate(self, now: float) -> str:
+        seconds = max(now - self.started, 1e-3)
+        return f"{_size(self.bytes)}, {_size(int(self.bytes / seconds))}/s"
+
+    def finish(self, files: int | None, started: float) -> None:
+        """Replace the progress line with a summary of the pass."""
+        self.done = True
+        seconds = time.monotonic() - started
+        done = f"{files} files and folders, " if files is not None else ""
+        rate = _size(int(self.bytes / max(seconds, 1e-3)))
+        self.err.write(
+            f"\r\x1b[Ksync: first pass done: {done}{_size(self.bytes)} in {seconds:.1f} s "
+            f"({rate}/s)\n"
+        )
+        self.err.flush()
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop always returns
+
+
+def describe(report: PassReport, *, dry_run: bool) -> dict[str, Any]:
+    """A pass as data: planned operations, conflicts, skipped paths, brakes, what was done."""
+    plan = report.plan
+    applied = report.applied
+    return {
+        "dry_run": dry_run,
+        "operations": [_operation(op) for op in plan.operations],
+        "conflicts": [
+            {
+                "path": c.path,
+                "kept": c.kept.value if c.kept else None,
+                "copy": c.copy,
+                "reason": c.reason,
+            }
+            for c in plan.conflicts
+        ],
+        "skipped": [
+            {"path": s.path, "side": s.side.value, "reason": s.reason} for s in plan.skipped
+        ],
+        "brakes": [
+            {"reason": b.reason.value, "side": b.side.value, "message": b.message}
+            for b in plan.brakes
+        ],
+        "done": len(applied.done) if applied else 0,
+        "stale": [{"path": s.operation.path, "reason": s.reason} for s in applied.stale]
+        if applied
+        else [],
+        "remote_missing": report.missing_remote,
+    }
+
+
+def _operation(op: object) -> dict[str, Any]:
+    name = type(op).__name__
+    words = {
+        "Upload": "upload",
+        "Download": "download",
+        "MakeDir": "mkdir",
+        "MakeSymlink": "symlink",
+        "SetMode": "chmod",
+        "Delete": "delete",
+        "MoveAside": "move-aside",
+    }
+    side = getattr(op, "side", None)
+    found: dict[str, Any] = {
+        "op": words.get(name, name),
+        "path": getattr(op, "path", ""),
+        "side": side.value if side is not None else None,
+    }
+    if name == "MoveAside":
+        found["to"] = getattr(op, "to", "")
+    return found
+
+
+def plan_text(summary: dict[str, Any]) -> str:
+    """`describe`'s data for people: one line per operation, then conflicts and brakes."""
+    where = {"local": "laptop", "remote": "pod"}
+    lines = []
+    for op in summary["operations"]:
+        to = f" -> {op['to']}" if "to" in op else ""
+        lines.append(f"{op['op']:<10} {where.get(op['side'], '')[:6]:<6} {op['path']}{to}")
+    for conflict in summary["conflicts"]:
+        kept = conflict["kept"] or "neither side"
+        copy = conflict["copy"] or "no copy made"
+        lines.append(f"conflict   {conflict['path']}: kept {kept}'s version; other at {copy}")
+    lines += [f"skipped    {s['path']} ({s['side']}): {s['reason']}" for s in summary["skipped"]]
+    lines += [f"stale      {s['path']}: {s['reason']}" for s in summary["stale"]]
+    lines += [f"brake      {b['message']}" for b in summary["brakes"]]
+    if summary["dry_run"]:
+        lines.append(f"dry run: {len(summary['operations'])} operations planned, none applied")
+    else:
+        lines.append(f"{summary['done']} of {len(summary['operations'])} operations applied")
+    return "\n".join(lines)
