@@ -1,7 +1,7 @@
 """`python -m devspace`: the `devspace` command (`ssh-config` starts the proxy this way, so the
 ProxyCommand names the very interpreter and installation that wrote it)."""
 
-from devspace.main import main
+from devspace.entry import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """The `devspace` command: parses arguments and dispatches to one module per verb.
 
-Each verb's module is imported only when that verb runs, so `devspace --help` stays fast. Every
+Each verb's module is imported only when that verb runs (the verb table and the top-level help
+are in `devspace.entry`, which answers `--help` without loading click at all). Every
 failure is caught here, once: a `DevspaceError` becomes one line on stderr and its exit code
 (see `devspace.errors`), a usage error exit code 2, Ctrl-C 130, and anything unforeseen a short
 message pointing at the run's debug log rather than a traceback.
@@ -15,25 +16,8 @@ from pathlib import Path
 import click
 
 from devspace import __version__
+from devspace.entry import COMMANDS, help_text
 from devspace.errors import DevspaceError, Interrupted
-
-# verb -> "module:attribute"; the order here is the order in `--help`.
-COMMANDS = {
-    "login": ("devspace.commands.login:login", "Sign in to a devspace server."),
-    "logout": ("devspace.commands.logout:logout", "Sign out of a server and revoke its tokens."),
-    "spaces": ("devspace.commands.spaces:spaces", "List, create, stop, start, delete spaces."),
-    "status": ("devspace.commands.status:status", "A space's phase, reason and quota usage."),
-    "init": ("devspace.commands.init:init", "Write a commented devspace.yaml for this project."),
-    "up": ("devspace.commands.up:up", "Start the project's space; ports, sync and a terminal."),
-    "down": ("devspace.commands.down:down", "Stop the project's space; its workspace is kept."),
-    "ssh": ("devspace.commands.shell:shell", "Open a shell in a space (also: enter)."),
-    "enter": ("devspace.commands.shell:shell", "Open a shell in a space (same as ssh)."),
-    "exec": ("devspace.commands.execute:execute", "Run a command in a space; its exit status."),
-    "forward": ("devspace.commands.forward:forward", "Forward ports to and from a space (-R)."),
-    "ssh-config": ("devspace.commands.sshconfig:ssh_config", "OpenSSH config for your spaces."),
-    "proxy": ("devspace.commands.proxy:proxy", "ProxyCommand for OpenSSH (see ssh-config)."),
-    "sync": ("devspace.commands.sync:sync", "Sync a local folder with a space, both ways."),
-}
 
 
 class LazyGroup(click.Group):
@@ -50,10 +34,10 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module), attribute)
         return command
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # The short help is written here so that `--help` imports no command module.
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, about) for name, (_, about) in COMMANDS.items()])
+    def get_help(self, ctx: click.Context) -> str:
+        # One text for both ways in (`devspace.entry` prints it without click), and no
+        # command module imported to write it.
+        return help_text().rstrip("\n")
 
 
 class _Run:
@@ -67,11 +51,7 @@ class _Run:
 @click.version_option(__version__, prog_name="devspace")
 @click.option("--verbose", "-v", is_flag=True, help="Show debug output and tracebacks.")
 def cli(verbose: bool) -> None:
-    """Develop inside Kubernetes: your own space, synced and tunnelled over SSH.
-
-    Exit codes: 0 ok, 1 error, 2 usage, 3 not logged in or refused, 4 server error,
-    5 network or SSH, 130 interrupted. A debug log of each run is kept in the state directory.
-    """
+    """The top-level group; its help is `devspace.entry.help_text()`."""
     from devspace.output import start_log  # noqa: PLC0415 - not needed for `--help`
 
     _Run.verbose = verbose

@@ -6,13 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import keyring
 import keyring.backend
 import keyring.errors
 import pytest
 
 from devspace import credentials
+from devspace.entry import COMMANDS, OPTIONS
 from devspace.errors import UsageError
+from devspace.main import cli
 
 from .conftest import CLI
 
@@ -43,8 +46,45 @@ def test_help_imports_no_command_and_no_http_library(home: Path) -> None:
     assert done.stdout.rstrip().endswith("heavy: []")
 
 
+FAST_PATH = """
+import sys
+from devspace.entry import main
+sys.argv = ["devspace", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as done:
+    print("exit:", done.code, "click loaded:", "click" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("asked", [["--help"], ["-h"], ["--version"]])
+def test_help_and_version_answer_without_click_and_as_click_would(
+    home: Path, asked: list[str]
+) -> None:
+    fast = subprocess.run(
+        [sys.executable, "-c", FAST_PATH, *asked], capture_output=True, text=True, check=True
+    )
+    text, _, verdict = fast.stdout.rpartition("exit:")
+    assert verdict.strip() == "0 click loaded: False"
+    # The same words through click, as `devspace -v --help` (not the fast path) gets them.
+    slow = subprocess.run([*CLI, *asked], capture_output=True, text=True, check=False)
+    assert (slow.returncode, slow.stdout) == (0, text)
+
+
+def test_the_static_help_names_every_option_of_the_group() -> None:
+    listed = dict(OPTIONS)
+    for parameter in cli.params:
+        names = ", ".join(parameter.opts + parameter.secondary_opts)
+        if isinstance(parameter, click.Option) and parameter.help:
+            shown = [name for name in listed if set(name.split(", ")) == set(parameter.opts)]
+            assert shown, f"{names} is missing from devspace.entry.OPTIONS"
+            assert listed[shown[0]] == parameter.help
+    assert len(listed) == len(cli.params) + 1  # and --help, which click adds
+    assert set(COMMANDS) == set(cli.list_commands(click.Context(cli)))
+
+
 def test_each_verb_has_help(home: Path) -> None:
-    for verb in ("login", "logout", "spaces", "status"):
+    for verb in COMMANDS:
         done = subprocess.run(
             [*CLI, verb, "--help"], capture_output=True, text=True, timeout=30, check=False
         )
