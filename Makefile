@@ -1,9 +1,15 @@
 # The project's entry points; see README.md.
-.PHONY: run test dev lint pytest testbed
+.PHONY: run serve test dev lint pytest testbed
 
 VENV := .venv/bin
 
+# The demo: control plane, test node, server, reconciler and gateway; then `devspace up` on
+# examples/webapp (as root).
 run: dev
+	$(VENV)/python examples/demo.py
+
+# The server alone on embedded defaults (SQLite in the data directory).
+serve: dev
 	$(VENV)/devspace-server serve
 
 test: dev lint pytest

@@ -30,7 +30,7 @@ from devspace_server.config import load_config
 from devspace_server.context import state
 from devspace_server.models import Role, Space, User
 from ssh.conftest import OWNER
-from ssh.gateway_bed import PORT, Gateway, LiveServer, start_gateway
+from ssh.gateway_bed import PORT, Gateway, LiveServer, start_gateway, trusted_ca_keys
 from testbed.node import TestNode
 # isort: on
 
@@ -129,7 +129,13 @@ def gateway_route(
     )
     core = client.CoreV1Api(kube)
     try:
-        gateway = start_gateway(core, live, shared, node.directory)
+        gateway = start_gateway(
+            core,
+            trusted_ca_keys=trusted_ca_keys(live),
+            server_url=live.url,
+            secret=shared,
+            node_directory=node.directory,
+        )
         try:
             config = directory / "ssh_config"
             known_hosts = directory / "known_hosts"

@@ -32,7 +32,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from kubernetes import client
 from reconcile.identity import grant_reconciler, revoke_reconciler
 from server.browser import sign_in
 from server.oauth_flows import bearer, code_login, make_token
-from ssh.gateway_bed import LiveServer, gateway_pod, make_namespace, run_pod
+from ssh.gateway_bed import Gateway, LiveServer, start_gateway
 
 from devspace.certificates import forget
 from devspace.config import Settings
@@ -60,26 +59,15 @@ from testbed.node import TestNode
 
 PASSWORD = "stack password 0123456789"  # noqa: S105 - a test password
 SIDECAR_IMAGE = "devspace.test/sshd"
-GATEWAY_PORT = 2222
 _SECRET_KEY = "stack-secret-key-0123456789-abcdefghijklmn"  # noqa: S105 - a test key
 _GATEWAY_SECRET = "stack-gateway-secret-0123456789-ABCDEFGHIJ"  # noqa: S105 - a test secret
-
-
-@dataclass(frozen=True)
-class GatewayInfo:
-    """The running gateway pod: where it listens and the host key it presents."""
-
-    namespace: str
-    ip: str
-    port: int
-    host_public_key: str
 
 
 class Stack:
     """A running devspace: server + reconciler + gateway. Build it with `Stack.start`."""
 
     def __init__(
-        self, *, live: LiveServer, app: Flask, gateway: GatewayInfo, kube: client.ApiClient
+        self, *, live: LiveServer, app: Flask, gateway: Gateway, kube: client.ApiClient
     ) -> None:
         self.live = live
         self.app = app
@@ -156,13 +144,20 @@ class Stack:
                 "DEVSPACE_SIDECAR_IMAGE": SIDECAR_IMAGE,
                 **(environment or {}),
             }
-            gateway = _start_gateway(core, load_config(settings), for_pods.url, tag)
+            authority = load_config(settings).ssh_ca
+            assert authority is not None
+            gateway = start_gateway(
+                core,
+                trusted_ca_keys=authority.trusted_keys_file(),
+                server_url=for_pods.url,
+                secret=_GATEWAY_SECRET,
+                node_directory=test_node.directory,
+                prefix=f"stack-gw-{tag}",
+            )
             cleanup.callback(core.delete_namespace, gateway.namespace)
-            keys = directory / "gateway_host_keys.pub"
-            keys.write_text(gateway.host_public_key + "\n")
             settings |= {
-                "DEVSPACE_GATEWAY_ADDRESS": f"{gateway.ip}:{gateway.port}",
-                "DEVSPACE_GATEWAY_HOST_KEYS_FILE": str(keys),
+                "DEVSPACE_GATEWAY_ADDRESS": gateway.address,
+                "DEVSPACE_GATEWAY_HOST_KEYS_FILE": str(gateway.host_keys_file(directory)),
                 "DEVSPACE_GATEWAY_NAMESPACE": gateway.namespace,
             }
             config = load_config(settings)
@@ -215,8 +210,8 @@ class Stack:
         )
         Store().save(credentials)
         Settings(default_server=self.url).save()
-        # A certificate left by someone signed in before is for their user id; `devspace
-        # login` keeps it (until it expires), so it is dropped here as `logout` would.
+        # A certificate left by someone signed in before is for their user id: dropped, as
+        # `devspace login` drops it.
         forget(self.url)
         return credentials
 
@@ -246,26 +241,6 @@ class Stack:
         selector = installation_selector(self.config.cluster.settings)
         found = client.CoreV1Api(self.kube).list_namespace(label_selector=selector).items
         return sorted(ns.metadata.name for ns in found)
-
-
-def _start_gateway(
-    core: client.CoreV1Api, config: Config, server_url: str, tag: str
-) -> GatewayInfo:
-    """The gateway pod with a fresh host key, trusting `config`'s CA and asking `server_url`."""
-    assert config.ssh_ca is not None
-    host = ca.new_host_key()
-    namespace = make_namespace(core, f"stack-gw-{tag}")
-    secrets = {
-        "host-key": {"ssh_host_ed25519_key": host.private_openssh.encode()},
-        "ca": {"ca.pub": config.ssh_ca.trusted_keys_file().encode()},
-        "gateway": {"server-url": server_url.encode(), "secret": _GATEWAY_SECRET.encode()},
-    }
-    try:
-        ip = run_pod(core, namespace, secrets, gateway_pod())
-    except BaseException:
-        core.delete_namespace(namespace)
-        raise
-    return GatewayInfo(namespace, ip, GATEWAY_PORT, host.public_line)
 
 
 def _wait_for_the_reconciler(app: Flask, thread: threading.Thread, timeout: float = 60) -> None:

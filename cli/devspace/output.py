@@ -37,6 +37,11 @@ def start_log(verbose: bool) -> Path | None:
     stop_log()
     root = logging.getLogger("devspace")
     root.setLevel(logging.DEBUG)
+    # paramiko logs what it sees (a refused forward, a dropped channel) at ERROR; our own
+    # messages say it to the person, so its records go to the log file, never to stderr.
+    paramiko = logging.getLogger("paramiko")
+    paramiko.setLevel(logging.INFO)
+    paramiko.addHandler(logging.NullHandler())
     if verbose:
         shown = logging.StreamHandler(sys.stderr)
         shown.setFormatter(logging.Formatter("debug: %(message)s"))
@@ -49,6 +54,7 @@ def start_log(verbose: bool) -> Path | None:
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
+    paramiko.addHandler(handler)
     root.debug("devspace %s", " ".join(sys.argv[1:]))
     _prune(logs)
     return path
@@ -56,10 +62,11 @@ def start_log(verbose: bool) -> Path | None:
 
 def stop_log() -> None:
     """Close this run's log handlers (a run inside a longer process must not leak them)."""
-    root = logging.getLogger("devspace")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    for name in ("devspace", "paramiko"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def _prune(logs: Path) -> None:

@@ -230,27 +230,43 @@ class Gateway:
 
 
 def start_gateway(
-    core: client.CoreV1Api, live: LiveServer, secret: str, node_directory: Path
+    core: client.CoreV1Api,
+    *,
+    trusted_ca_keys: str,
+    server_url: str,
+    secret: str,
+    node_directory: Path,
+    prefix: str = "gw",
 ) -> Gateway:
-    """The gateway pod in a namespace of its own (delete `Gateway.namespace` when done),
-    trusting `live`'s SSH CA and asking `live` with the shared `secret`; returns once ready."""
+    """The gateway pod with a fresh host key, in a namespace of its own (delete
+    `Gateway.namespace` when done), trusting `trusted_ca_keys` (a TrustedUserCAKeys file) and
+    asking `server_url` with the shared `secret`; returns once it is ready."""
     host = new_host_key()
+    namespace = make_namespace(core, prefix)
+    try:
+        ip = run_pod(
+            core,
+            namespace,
+            {
+                "host-key": {"ssh_host_ed25519_key": host.private_openssh.encode()},
+                "ca": {"ca.pub": trusted_ca_keys.encode()},
+                "gateway": {"server-url": server_url.encode(), "secret": secret.encode()},
+            },
+            gateway_pod(),
+        )
+    except BaseException:
+        core.delete_namespace(namespace)
+        raise
+    run = latest_attempt(node_directory, namespace, "gateway", "sshd")
+    return Gateway(ip, host.public_line, run / "log", namespace)
+
+
+def trusted_ca_keys(live: LiveServer) -> str:
+    """The TrustedUserCAKeys file of `live`'s SSH CA."""
     with live.app.app_context():
         ca = state().config.ssh_ca
     assert ca is not None
-    namespace = make_namespace(core, "gw")
-    ip = run_pod(
-        core,
-        namespace,
-        {
-            "host-key": {"ssh_host_ed25519_key": host.private_openssh.encode()},
-            "ca": {"ca.pub": ca.trusted_keys_file().encode()},
-            "gateway": {"server-url": live.url.encode(), "secret": secret.encode()},
-        },
-        gateway_pod(),
-    )
-    run = latest_attempt(node_directory, namespace, "gateway", "sshd")
-    return Gateway(ip, host.public_line, run / "log", namespace)
+    return ca.trusted_keys_file()
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from .gateway_bed import (
     make_person,
     start_gateway,
     start_space,
+    trusted_ca_keys,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.node]
@@ -118,7 +119,13 @@ def bob(people: tuple[Person, Person]) -> Person:
 @pytest.fixture(scope="module")
 def gateway(live: LiveServer, kube: client.ApiClient, test_node: TestNode) -> Iterator[Gateway]:
     core = client.CoreV1Api(kube)
-    found = start_gateway(core, live, GATEWAY_SECRET, test_node.directory)
+    found = start_gateway(
+        core,
+        trusted_ca_keys=trusted_ca_keys(live),
+        server_url=live.url,
+        secret=GATEWAY_SECRET,
+        node_directory=test_node.directory,
+    )
     yield found
     core.delete_namespace(found.namespace)
 

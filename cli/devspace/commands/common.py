@@ -27,13 +27,24 @@ def which_server(given: str | None, settings: Settings | None = None) -> str:
 
 
 def which_space(server: str, given: str | None) -> str:
-    """The space a command is about: `given`, else the default set with `devspace spaces use`.
+    """The space a command is about: `given`, else the project's (the `name` in the nearest
+    devspace.yaml, as `devspace up` uses it), else the default set with `devspace spaces use`.
 
-    Raises `UsageError` when there is neither.
+    Raises `UsageError` when there is none, or the project's file is wrong.
     """
     if given:
         return given
+    from pathlib import Path  # noqa: PLC0415 - kept off the start-up path
+
+    from devspace import project  # noqa: PLC0415 - reads YAML: only when there is no name
+
+    found = project.find(Path.cwd())
+    if found is not None:
+        return project.load(found).name
     chosen = Settings.load().default_spaces.get(server)
     if chosen:
         return chosen
-    raise UsageError("Which space? Name it, or choose a default with `devspace spaces use NAME`.")
+    raise UsageError(
+        "Which space? Name it, run the command in a project with a devspace.yaml, or choose "
+        "a default with `devspace spaces use NAME`."
+    )
