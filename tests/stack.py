@@ -35,16 +35,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from cli.runner import log_in
 from flask import Flask
 from kubernetes import client
 from reconcile.identity import grant_reconciler, revoke_reconciler
-from server.browser import sign_in
-from server.oauth_flows import bearer, code_login, make_token
+from server.oauth_flows import bearer, make_token
 from ssh.gateway_bed import Gateway, LiveServer, start_gateway
 
 from devspace.certificates import forget
-from devspace.config import Settings
-from devspace.credentials import Credentials, Store
+from devspace.credentials import Credentials
 from devspace_server import accounts, ca, db
 from devspace_server.app import create_app
 from devspace_server.config import Config, load_config
@@ -196,20 +195,7 @@ class Stack:
         """Sign `username` in for the CLI through the authorization code flow (PKCE; Flask's
         test client plays the browser), store the tokens as `devspace login` does, and make
         this server the CLI's default. Uses the calling process's `DEVSPACE_CONFIG_DIR`."""
-        browser = self.app.test_client()
-        signed = sign_in(browser, username, password)
-        assert signed.status_code == 303, signed.get_data(as_text=True)
-        tokens = code_login(browser, self.app.test_client())
-        credentials = Credentials(
-            server=self.url,
-            access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"],
-            expires_at=time.time() + tokens["expires_in"],
-            scope=tokens["scope"],
-            username=username,
-        )
-        Store().save(credentials)
-        Settings(default_server=self.url).save()
+        credentials = log_in(self.app, self.url, username, password)
         # A certificate left by someone signed in before is for their user id: dropped, as
         # `devspace login` drops it.
         forget(self.url)

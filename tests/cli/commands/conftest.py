@@ -16,11 +16,11 @@ tests/server/conftest.py; here the database is SQLite only, as these tests are a
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +28,12 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from server.browser import sign_in
 from server.conftest import *  # noqa: F403 - fixtures depend on one another by name
 from server.conftest import PASSWORD
-from server.oauth_flows import code_login
 from server.upstream_pages import LiveServer
 
-from devspace.config import Settings
-from devspace.credentials import Credentials, Store
-from devspace.main import run
+from cli.runner import Result, log_in, run_captured
+from devspace.credentials import Credentials
 from devspace_server import accounts
 from devspace_server.auth import passwords
 from devspace_server.config import load_config
@@ -97,40 +94,12 @@ def server(
 
 @pytest.fixture
 def signed_in(server: Served, home: Path) -> Credentials:
-    browser = server.app.test_client()
-    assert sign_in(browser, USER, PASSWORD).status_code == 303
-    tokens = code_login(browser, server.app.test_client())
-    credentials = Credentials(
-        server=server.url,
-        access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"],
-        expires_at=time.time() + tokens["expires_in"],
-        scope=tokens["scope"],
-        username=USER,
-    )
-    Store().save(credentials)
-    Settings(default_server=server.url).save()
-    return credentials
-
-
-@dataclass
-class Result:
-    """What a run of the CLI did."""
-
-    code: int
-    out: str
-    err: str
+    return log_in(server.app, server.url, USER, PASSWORD)
 
 
 @pytest.fixture
 def devspace(home: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
+    return functools.partial(run_captured, capsys)
 
 
 CLI = [sys.executable, "-c", "from devspace.main import main; main()"]

@@ -20,6 +20,7 @@ Built from tests/ssh/gateway_bed.py's pieces (imported, not copied); one bed for
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -45,9 +46,9 @@ from ssh.gateway_bed import (
     start_space,
 )
 
+from cli.runner import Result, run_captured
 from devspace.config import Settings
 from devspace.credentials import Credentials, Store
-from devspace.main import run
 from devspace_server import db
 from devspace_server.app import create_app
 from devspace_server.ca import new_host_key
@@ -231,24 +232,9 @@ def bed(
                 state().engine.dispose()
 
 
-@dataclass
-class Result:
-    """What a run of the CLI did."""
-
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 def devspace(bed: Bed, capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
+    return functools.partial(run_captured, capsys)
 
 
 CLI = [sys.executable, "-m", "devspace"]
