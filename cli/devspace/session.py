@@ -4,18 +4,24 @@ folder, and a terminal (or nothing in the foreground, until Ctrl-C).
 Tunnels (`devspace.tunnels`) and each folder's sync (`devspace.sync.live`) run in their own
 threads, each over its own connection from `connect`, and each reconnects by itself after a
 drop. Leaving — the shell exits, or Ctrl-C without a terminal — stops them all, and waits for
-them, so no half-applied sync pass or listening port is left behind.
+them, so no half-applied sync pass or listening port is left behind. While it runs, what it
+forwards is in `<state dir>/up/<space>.json`, for `devspace status` in another terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from devspace.config import state_dir, write_atomically
 from devspace.errors import DevspaceError
 from devspace.project import PortForward, SyncFolder
 from devspace.ssh import Connection
@@ -51,6 +57,7 @@ class Session:
     _workers: list[_Worker] = field(default_factory=list)
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
     _in_terminal: bool = False
+    _ports: list[dict[str, Any]] = field(default_factory=list)
 
     def _tell(self, text: str) -> None:
         # While the shell owns the terminal (raw mode) a line from here would garble its
@@ -72,13 +79,32 @@ class Session:
     def _start_tunnels(self) -> None:
         from devspace.tunnels import PortPair, Tunnels  # noqa: PLC0415 - only when forwarding
 
+        def said(text: str) -> None:
+            self._tell(f"ports: {text}")
+            self._note_tunnels(text)
+
         pairs = [PortPair(local=p.local, remote=p.port) for p in self.ports]
-        tunnels = Tunnels(self.connect, pairs, say=lambda text: self._tell(f"ports: {text}"))
+        tunnels = Tunnels(self.connect, pairs, say=said)
         tunnels.start()
         self._stoppers.append(tunnels.close)
         self._run("tunnels", tunnels.run)
         for port, forward in zip(self.ports, tunnels.forwards, strict=True):
             self._tell(f"forwarding 127.0.0.1:{forward.port} to port {port.port} ({port.name})")
+            self._ports.append({"local": forward.port, "remote": port.port, "name": port.name})
+        self._note_tunnels("forwarding")
+
+    def _note_tunnels(self, state: str) -> None:
+        # For `devspace status` in another terminal; the sync engine writes its own.
+        if self._ports:
+            write_session_status(
+                self.space,
+                {
+                    "pid": os.getpid(),
+                    "ports": self._ports,
+                    "tunnels": state,
+                    "updated": time.time(),
+                },
+            )
 
     def _start_sync(self, folder: SyncFolder) -> None:
         from devspace.sync.live import Status, SyncSession  # noqa: PLC0415 - only when syncing
@@ -173,6 +199,8 @@ class Session:
 
     def stop(self) -> None:
         """Stop every worker and wait for them (a sync pass finishes first)."""
+        if self._ports:
+            session_status_path(self.space).unlink(missing_ok=True)
         for stop in reversed(self._stoppers):
             with contextlib.suppress(DevspaceError):
                 stop()
@@ -181,3 +209,31 @@ class Session:
             if worker.is_alive():
                 log.warning("%s did not stop within %s s", worker.name, _STOP_WAIT)
         self._stoppers.clear()
+
+
+def session_status_path(space: str) -> Path:
+    """Where a running `devspace up` for `space` says what it forwards."""
+    return state_dir() / "up" / f"{space}.json"
+
+
+def write_session_status(space: str, summary: dict[str, Any]) -> None:
+    """Replace `space`'s session summary; a failure is ignored (it is advice)."""
+    with contextlib.suppress(OSError):
+        write_atomically(session_status_path(space), json.dumps(summary).encode())
+
+
+def read_session_status(space: str) -> dict[str, Any] | None:
+    """What a running `devspace up` for `space` forwards, or None when none runs."""
+    try:
+        found: dict[str, Any] = json.loads(session_status_path(space).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = found.get("pid")
+    if os.name == "posix" and isinstance(pid, int):
+        try:
+            os.kill(pid, 0)  # left behind by an `up` that was killed: nothing runs
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ def _text(status: dict[str, Any]) -> str:
         lines.append(f"phase:   {space['phase']}" + (" (stopped)" if space["stopped"] else ""))
         lines.append(f"reason:  {space['reason']}")
         lines += [f"problem: {p['kind']}: {p['message']}" for p in space["problems"]]
+        lines += _running(status)
         rows = _usage(space["quota"]["hard"], space["quota"]["used"])
         if rows:
             lines += ["", table(["RESOURCE", "USED", "LIMIT"], rows)]
@@ -38,6 +40,26 @@ def _text(status: dict[str, Any]) -> str:
         f"{'unlimited' if allowed is None else allowed} spaces"
     )
     return "\n".join(lines).strip("\n")
+
+
+def _running(status: dict[str, Any]) -> list[str]:
+    """What a `devspace up` or `devspace sync` of this space is doing, if one runs."""
+    lines = []
+    session = status.get("session")
+    if session:
+        ports = ", ".join(
+            f"127.0.0.1:{p['local']} -> {p['remote']}" + (f" ({p['name']})" if p["name"] else "")
+            for p in session["ports"]
+        )
+        lines.append(f"ports:   {ports}; {session['tunnels']} (pid {session['pid']})")
+    for sync in status.get("sync", []):
+        last = sync.get("last_sync")
+        when = time.strftime("%H:%M:%S", time.localtime(last)) if last else "never"
+        lines.append(
+            f"sync:    {sync['local']} <-> {sync['remote']}: {sync['state']}, last pass {when}, "
+            f"{sync.get('pending', 0)} pending, {len(sync.get('conflicts') or [])} conflicts"
+        )
+    return lines
 
 
 @click.command()
@@ -55,6 +77,11 @@ def status(name: str | None, server: str | None, output: str) -> None:
     name = name or Settings.load().default_spaces.get(url)
     result: dict[str, Any] = {"server": url, "space": None}
     if name:
+        from devspace.session import read_session_status  # noqa: PLC0415
+        from devspace.sync.lock import read_statuses  # noqa: PLC0415
+
         result["space"] = api.call("GET", f"/spaces/{quote(name, safe='')}")
+        result["session"] = read_session_status(name)
+        result["sync"] = [s for s in read_statuses() if s.get("space") == name]
     result["quota"] = api.call("GET", "/quota")
     emit(result, output, _text)

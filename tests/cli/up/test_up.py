@@ -221,7 +221,10 @@ def answers(port: int) -> bool:
 
 @pytest.mark.usefixtures("user")
 def test_up_without_a_terminal_forwards_and_syncs_until_ctrl_c(
-    stack: Stack, spawn: Callable[..., subprocess.Popen[str]], project: Path
+    stack: Stack,
+    spawn: Callable[..., subprocess.Popen[str]],
+    project: Path,
+    devspace: Callable[..., Result],
 ) -> None:
     local = free_local_port()
     write_project(
@@ -258,9 +261,18 @@ def test_up_without_a_terminal_forwards_and_syncs_until_ctrl_c(
         assert time.monotonic() < deadline, "the pod's file never reached this computer"
         time.sleep(0.5)
 
+    # `devspace status` in another terminal tells what the running `up` does.
+    shown = devspace("status", "serve")
+    while "<-> /workspace/src: idle" not in shown.out:
+        assert time.monotonic() < deadline, shown.out
+        time.sleep(0.5)
+        shown = devspace("status", "serve")
+    assert f"ports:   127.0.0.1:{local} -> 8000 (http); forwarding (pid {process.pid})" in shown.out
+
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
+    assert "ports:" not in devspace("status", "serve").out
     assert f"forwarding 127.0.0.1:{local} to port 8000 (http)" in err
     assert "Press Ctrl-C to stop." in err
     assert "<-> /workspace/src: idle" in err
