@@ -11,12 +11,14 @@ from kubernetes import client
 
 from devspace_server.kube.meta import installation_selector, namespace_name
 from devspace_server.kube.quota import QUOTA_NAME
+from devspace_server.kube.secrets import PRINCIPALS_SECRET
 from devspace_server.kube.space import KubeObject
 from devspace_server.kube.spec import WORKLOAD_NAME, SpaceSpec
 from devspace_server.reconcile.snapshot import Snapshot, covers
 from devspace_server.reconcile.status import Phase
 from devspace_server.reconcile.step import Reconciler
 from devspace_server.reconcile.store import MemorySpaceStore
+from testbed.eventually import eventually
 
 pytestmark = [pytest.mark.kube]
 
@@ -121,3 +123,40 @@ def test_a_status_refresh_applies_nothing_unless_the_objects_are_gone(
     reconciler.refresh(spec.space_id)
     assert len(seen) == 10
     assert client.AppsV1Api(kube).read_namespaced_deployment(WORKLOAD_NAME, ns)
+
+
+@pytest.mark.node
+@pytest.mark.usefixtures("test_node")
+def test_a_secret_deleted_under_a_running_space_is_restored_once_its_pod_cannot_start(
+    reconciler: Reconciler,
+    store: MemorySpaceStore,
+    make_spec: Callable[..., SpaceSpec],
+    kube: client.ApiClient,
+) -> None:
+    spec = make_spec()
+    store.put(spec)
+    selector = installation_selector(reconciler.settings)
+    ns = namespace_name(spec.space_id, reconciler.settings)
+
+    def running() -> bool:
+        return reconciler.reconcile(spec.space_id).status.phase is Phase.RUNNING
+
+    eventually(running, what="the space running", timeout=60)
+    core = client.CoreV1Api(kube)
+    # A running pod keeps what it mounted: nothing shows, and the resync applies nothing.
+    core.delete_namespaced_secret(PRINCIPALS_SECRET, ns)
+    seen = applies(reconciler)
+    reconciler.reconcile(spec.space_id, Snapshot.take(reconciler.cluster, selector))
+    assert seen == []
+
+    # Its replacement cannot mount the Secret: the next resync puts the Secrets back.
+    for pod in core.list_namespaced_pod(ns).items:
+        core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+
+    def restored() -> bool:
+        reconciler.reconcile(spec.space_id, Snapshot.take(reconciler.cluster, selector))
+        return "Secret" in seen
+
+    eventually(restored, what="the Secrets re-applied", timeout=30)
+    assert core.read_namespaced_secret(PRINCIPALS_SECRET, ns).data
+    eventually(running, what="the space running again", timeout=60)

@@ -9,7 +9,10 @@ the resync lists each kind once for the whole installation and applies only what
   must have the same length, element by element);
 - Secrets are never listed (the reconciler may not read them, by design: see
   helm/devspace/files/reconciler-rbac.yaml); they are current when the Deployment, applied
-  after them, carries the digest of what they should hold (`kube.secrets.SECRETS_DIGEST`).
+  after them, carries the digest of what they should hold (`kube.secrets.SECRETS_DIGEST`),
+  and the space is settled: a pod of it is ready, or it is scaled to zero. A Secret deleted or
+  edited by a cluster admin (tenants may not touch them) shows only when a pod cannot start
+  with it, so every resync re-applies the Secrets of a space whose pod is not ready.
 
 A space whose desired state changed, or whose objects someone edited or deleted, gets the
 applies it needs; the status is read from the same lists. A snapshot can be seconds old by
@@ -109,9 +112,10 @@ class Snapshot:
         namespace = (meta.namespace if meta else None) or ""
         name = (meta.name if meta else None) or ""
         if obj.kind == "Secret":
-            deployment = self._deployment_in(namespace)
-            annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-            return digest is not None and annotations.get(SECRETS_DIGEST) == digest
+            deployment = self._deployment_in(namespace) or {}
+            annotations = deployment.get("metadata", {}).get("annotations") or {}
+            recorded = digest is not None and annotations.get(SECRETS_DIGEST) == digest
+            return recorded and self._settled(namespace, deployment)
         observed = self.objects.get((str(obj.kind), namespace, name))
         if observed is None:
             return False
@@ -127,6 +131,16 @@ class Snapshot:
             self._model(self.objects.get(("Deployment", namespace, deployment)), "V1Deployment"),
             [self._model(p, "V1Pod") for p in self.pods.get(namespace, [])],
             self._model(self.objects.get(("ResourceQuota", namespace, quota)), "V1ResourceQuota"),
+        )
+
+    def _settled(self, namespace: str, deployment: dict[str, Any]) -> bool:
+        """Whether a pod of the space is ready, or the space is scaled to zero."""
+        if (deployment.get("spec") or {}).get("replicas") == 0:
+            return True
+        return any(
+            condition.get("type") == "Ready" and condition.get("status") == "True"
+            for pod in self.pods.get(namespace, [])
+            for condition in (pod.get("status") or {}).get("conditions") or []
         )
 
     def _deployment_in(self, namespace: str) -> dict[str, Any] | None:
