@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
 FILE_NAME = "devspace.yaml"
 SCHEMA_URL = "https://devspace.dev/schema/devspace.schema.json"
-"""The schema's `$id`, where editors fetch it from."""
+"""The schema's `$id`: a name, not hosted anywhere yet (see `schema_location`)."""
+
+
+def schema_location() -> str:
+    """The schema file this installation ships, as a file URI for an editor's `$schema`."""
+    return (Path(__file__).parent / "schema" / "devspace.schema.json").as_uri()
+
+
 DEFAULT_REMOTE = "/workspace"
 
 _NAME_CHARS = re.compile(r"[^a-z0-9-]+")

@@ -104,7 +104,7 @@ def guess_image(folder: Path) -> str:
 def render(folder: Path, name: str | None, image: str | None, ports: tuple[str, ...]) -> str:
     """The devspace.yaml text for `folder`. Raises `UsageError` for a bad port spec."""
     return TEMPLATE.format(
-        schema=project.SCHEMA_URL,
+        schema=project.schema_location(),
         name=_scalar(name or project.space_name_for(folder)),
         image=_scalar(image or guess_image(folder)),
         ports=_ports(ports),

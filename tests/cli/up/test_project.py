@@ -3,9 +3,11 @@ published JSON Schema as `jsonschema` reads it, and `devspace init`'s file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -204,7 +206,9 @@ def test_init_writes_a_file_that_loads(
     result = devspace("init", "-p", "8000", "-p", "15432:5432")
     assert result.code == 0, result.err
     text = (folder / "devspace.yaml").read_text()
-    assert text.startswith(f"# yaml-language-server: $schema={project.SCHEMA_URL}\n")
+    assert text.startswith(f"# yaml-language-server: $schema={project.schema_location()}\n")
+    # The editor's schema is the file this installation validates with.
+    assert json.loads(Path(urlsplit(project.schema_location()).path).read_text()) == schema()
     found = project.load(folder / "devspace.yaml")
     assert (found.name, found.image, found.command) == (
         "shop-api",
