@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,16 +69,26 @@ class Helm:
         path.write_text(text)
         return path
 
-    def template(self, values: Mapping[str, Any], *, namespace: str = "devspace") -> list[Doc]:
-        """The chart rendered with `values`, as a list of objects (hooks included)."""
+    def template(
+        self,
+        values: Mapping[str, Any],
+        *,
+        namespace: str = "devspace",
+        release: str = "rel",
+        only: Sequence[str] = (),
+    ) -> list[Doc]:
+        """The chart rendered with `values`, as a list of objects (hooks included); with
+        `only`, just those templates (paths such as `templates/rbac.yaml`)."""
+        shown = [arg for path in only for arg in ("--show-only", path)]
         out = self(
             "template",
-            "rel",
+            release,
             str(CHART),
             "--namespace",
             namespace,
             "--values",
             str(self.values_file(values)),
+            *shown,
         )
         return [d for d in yaml.safe_load_all(out) if d]
 

@@ -9,7 +9,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC_FILES = ROOT / "helm/devspace/files"
-RECONCILER = "devspace-reconciler"
 
 
 def load_documents(name: str) -> list[dict[str, Any]]:

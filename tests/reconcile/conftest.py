@@ -1,8 +1,8 @@
 """Fixtures for the reconciler's tests.
 
-- ``reconciler_api`` (session): an ApiClient acting as the reconciler's ServiceAccount, with
-  exactly the RBAC in ``helm/devspace/files/reconciler-rbac.yaml`` (and the tenant ClusterRole
-  from ``tenant-clusterrole.yaml`` created), so a missing permission fails the test using it.
+- ``reconciler_api`` (session): an ApiClient acting as the reconciler's ServiceAccount exactly
+  as the Helm chart makes it (its rendered RBAC and ServiceAccount, `reconcile.identity`), so a
+  permission missing from the chart fails the test using it.
   ``reconciler_namespace`` is where that ServiceAccount and its Lease live;
   ``reconciler_kubeconfig`` is the path of a kubeconfig for the same identity.
 - ``sidecar`` (session): the sidecar image settings: ``devspace.test/sshd`` once the test

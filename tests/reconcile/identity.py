@@ -3,10 +3,12 @@
 Plain functions, so that both pytest fixtures (tests/reconcile/conftest.py) and the whole-stack
 bed (tests/stack.py, also used outside pytest) set the reconciler up the same way:
 
-- ``grant_reconciler(kube, control_plane, namespace, path)``: the ServiceAccount
-  ``devspace-reconciler`` in ``namespace`` bound to exactly the chart's RBAC
-  (``helm/devspace/files/reconciler-rbac.yaml``, with the tenant ClusterRole created), and a
-  kubeconfig at ``path`` that acts as it; ``revoke_reconciler`` removes the cluster-wide binding.
+- ``grant_reconciler(kube, control_plane, namespace, path)``: the chart's own objects for the
+  reconciler's identity (``helm template`` of templates/rbac.yaml and serviceaccounts.yaml for
+  a release named after ``namespace``: the ServiceAccount ``reconciler_account(namespace)``,
+  its roles and bindings, the tenant ClusterRole) applied in ``namespace``, and a kubeconfig
+  at ``path`` that acts as that ServiceAccount; ``revoke_reconciler`` removes the cluster-wide
+  role and binding.
 - ``install_reconciler(plane, namespace, path)``: the same on a fresh control plane of one's
   own, making ``namespace`` first.
 - ``sidecar_settings()``: ClusterSettings fields for the sidecar image the test node runs.
@@ -14,33 +16,36 @@ bed (tests/stack.py, also used outside pytest) set the reconciler up the same wa
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from helm.chart import BASE, Helm, build_helm, merged
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
-from reconcile.chartfiles import RECONCILER, load_documents
 from testbed import images
 from testbed.cluster import ControlPlane, ExistingCluster
 
 
-def create_or_replace(kube: client.ApiClient, document: dict[str, Any], namespace: str) -> None:
-    """Create an RBAC object from a YAML document (replacing a stale one of a former run)."""
-    rbac = client.RbacAuthorizationV1Api(kube)
-    name = document["metadata"]["name"]
-    kinds = {
-        "ClusterRole": (rbac.create_cluster_role, rbac.replace_cluster_role, False),
-        "Role": (rbac.create_namespaced_role, rbac.replace_namespaced_role, True),
-    }
-    create, replace, namespaced = kinds[document["kind"]]
-    args = (namespace,) if namespaced else ()
-    try:
-        create(*args, document)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        replace(name, *args, document)
+def reconciler_account(namespace: str) -> str:
+    """The name of the reconciler's ServiceAccount that `grant_reconciler` made in `namespace`."""
+    return f"{namespace}-reconciler"
+
+
+def chart_identity(namespace: str) -> list[dict[str, Any]]:
+    """What the Helm chart makes for the reconciler's identity, rendered for a release named
+    after `namespace` and installed there: its ServiceAccount, its ClusterRole and leader-
+    election Role with their bindings, and the tenant ClusterRole."""
+    with tempfile.TemporaryDirectory(prefix="devspace-helm-") as home:
+        docs = Helm(build_helm(), Path(home)).template(
+            merged(BASE, {"fullnameOverride": namespace}),
+            namespace=namespace,
+            release=namespace,
+            only=("templates/rbac.yaml", "templates/serviceaccounts.yaml"),
+        )
+    account = reconciler_account(namespace)
+    return [d for d in docs if d["kind"] != "ServiceAccount" or d["metadata"]["name"] == account]
 
 
 def grant_reconciler(
@@ -49,35 +54,22 @@ def grant_reconciler(
     namespace: str,
     path: Path,
 ) -> Path:
-    """Make the reconciler's ServiceAccount in `namespace` (which must exist) with the chart's
-    RBAC, and write a kubeconfig acting as it to `path`; returns `path`."""
-    core = client.CoreV1Api(kube)
-    rbac = client.RbacAuthorizationV1Api(kube)
-    for document in load_documents("tenant-clusterrole.yaml"):
-        create_or_replace(kube, document, namespace)
-    documents = load_documents("reconciler-rbac.yaml")
-    for document in documents:
-        create_or_replace(kube, document, namespace)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=RECONCILER))
-    )
-    subject = client.RbacV1Subject(kind="ServiceAccount", name=RECONCILER, namespace=namespace)
-    for document in documents:
-        ref = client.V1RoleRef(
-            api_group="rbac.authorization.k8s.io",
-            kind=document["kind"],
-            name=document["metadata"]["name"],
+    """Apply the chart's objects for the reconciler's identity (`chart_identity`) in
+    `namespace` (which must exist), and write a kubeconfig acting as its ServiceAccount to
+    `path`; returns `path`. The tests then run the reconciler with exactly the chart's RBAC."""
+    dynamic = DynamicClient(kube)
+    for document in chart_identity(namespace):
+        resource = dynamic.resources.get(api_version=document["apiVersion"], kind=document["kind"])
+        meta = document["metadata"]
+        dynamic.server_side_apply(
+            resource,
+            body=document,
+            name=meta["name"],
+            namespace=meta.get("namespace", namespace) if resource.namespaced else None,
+            field_manager="devspace-tests",
+            force_conflicts=True,
         )
-        meta = client.V1ObjectMeta(name=f"{document['metadata']['name']}-{namespace}")
-        if document["kind"] == "ClusterRole":
-            rbac.create_cluster_role_binding(
-                client.V1ClusterRoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-            )
-        else:
-            rbac.create_namespaced_role_binding(
-                namespace, client.V1RoleBinding(metadata=meta, role_ref=ref, subjects=[subject])
-            )
-    return control_plane.serviceaccount_kubeconfig(namespace, RECONCILER, path)
+    return control_plane.serviceaccount_kubeconfig(namespace, reconciler_account(namespace), path)
 
 
 def install_reconciler(plane: ControlPlane, namespace: str, path: Path) -> Path:
@@ -94,10 +86,11 @@ def install_reconciler(plane: ControlPlane, namespace: str, path: Path) -> Path:
 
 
 def revoke_reconciler(kube: client.ApiClient, namespace: str) -> None:
-    """Remove the cluster-wide binding `grant_reconciler` made (the rest goes with `namespace`)."""
-    client.RbacAuthorizationV1Api(kube).delete_cluster_role_binding(
-        f"devspace-reconciler-{namespace}"
-    )
+    """Remove the cluster-wide role and binding `grant_reconciler` made (the rest goes with
+    `namespace`; the tenant ClusterRole stays, shared by every installation)."""
+    rbac = client.RbacAuthorizationV1Api(kube)
+    rbac.delete_cluster_role_binding(reconciler_account(namespace))
+    rbac.delete_cluster_role(reconciler_account(namespace))
 
 
 def sidecar_settings() -> dict[str, Any]:

@@ -17,7 +17,8 @@ from devspace_server.kube.spec import Port, Resources, SpaceSpec
 from devspace_server.kube.workload import make_pod_spec
 from devspace_server.reconcile.step import Reconciler
 from devspace_server.reconcile.store import MemorySpaceStore
-from reconcile.chartfiles import RECONCILER, load_documents
+from reconcile.chartfiles import load_documents
+from reconcile.identity import reconciler_account
 
 pytestmark = [pytest.mark.kube]
 
@@ -188,6 +189,10 @@ def test_a_tenant_cannot_undo_its_own_isolation(
     assert not allowed(kube, tenant_user(spec.owner_id), namespace, (verb, group, resource))
 
 
+def service_account(namespace: str) -> str:
+    return f"system:serviceaccount:{namespace}:{reconciler_account(namespace)}"
+
+
 @pytest.mark.parametrize(
     ("verb", "group", "resource"),
     [
@@ -206,14 +211,18 @@ def test_a_tenant_cannot_undo_its_own_isolation(
 def test_the_reconciler_holds_no_more_than_it_needs(
     kube: client.ApiClient, reconciler_namespace: str, verb: str, group: str, resource: str
 ) -> None:
-    user = f"system:serviceaccount:{reconciler_namespace}:{RECONCILER}"
+    user = (
+        f"system:serviceaccount:{reconciler_namespace}:{reconciler_account(reconciler_namespace)}"
+    )
     assert not allowed(kube, user, "default", (verb, group, resource))
 
 
 def test_the_reconciler_may_bind_only_the_tenant_role(
     kube: client.ApiClient, reconciler_namespace: str
 ) -> None:
-    user = f"system:serviceaccount:{reconciler_namespace}:{RECONCILER}"
+    user = (
+        f"system:serviceaccount:{reconciler_namespace}:{reconciler_account(reconciler_namespace)}"
+    )
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=user,
