@@ -9,21 +9,16 @@ connection are in `devspace.channels`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import shlex
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from types import TracebackType
 
 import paramiko
-from cryptography.hazmat.primitives.serialization import SSHCertificate, load_ssh_public_identity
+from cryptography.hazmat.primitives.serialization import SSHCertificate
 
 from devspace.channels import (
     ForwardError,
@@ -34,7 +29,8 @@ from devspace.channels import (
     drain,
     feed,
 )
-from devspace.errors import AuthError, SshError, UsageError
+from devspace.errors import AuthError, SshError
+from devspace.hops import Hop, Identity, PinnedHostKey, dial, refusal
 
 __all__ = [
     "CertificateRefused",
@@ -64,88 +60,6 @@ class HostKeyMismatch(SshError):
 
 class CertificateRefused(AuthError):
     """A hop refused the user's certificate (expired, not yet valid, wrong user or CA)."""
-
-
-def sha256_fingerprint(public_key_blob: bytes) -> str:
-    """Return OpenSSH's `SHA256:…` fingerprint of a public key in SSH wire format."""
-    digest = base64.b64encode(hashlib.sha256(public_key_blob).digest()).decode()
-    return f"SHA256:{digest.rstrip('=')}"
-
-
-@dataclass(frozen=True)
-class PinnedHostKey:
-    """The host key a hop must present: its fingerprint and, when known, its key type."""
-
-    fingerprint: str
-    key_type: str | None = None
-
-    @classmethod
-    def published(
-        cls, public_key: str | None = None, fingerprint: str | None = None
-    ) -> PinnedHostKey:
-        """Build the pin from what the API publishes: an OpenSSH key line, a fingerprint, or both.
-
-        Raises:
-            UsageError: neither is given, the key line is malformed, or the two disagree.
-        """
-        if public_key is None:
-            if not fingerprint or not fingerprint.startswith("SHA256:"):
-                raise UsageError(f"not a SHA256 host key fingerprint: {fingerprint!r}")
-            return cls(fingerprint)
-        try:
-            key_type, blob, *_ = public_key.split()
-            from_key = sha256_fingerprint(base64.b64decode(blob, validate=True))
-        except ValueError as error:
-            raise UsageError(f"not an OpenSSH public key line: {public_key[:80]!r}") from error
-        if fingerprint is not None and fingerprint != from_key:
-            raise UsageError(
-                f"published host key {from_key} does not match fingerprint {fingerprint}"
-            )
-        return cls(from_key, key_type)
-
-
-@dataclass(frozen=True)
-class Hop:
-    """One SSH server on the way: address, login user, pinned host key, and a name for messages."""
-
-    host: str
-    port: int
-    user: str
-    host_key: PinnedHostKey
-    name: str = ""
-
-    def __str__(self) -> str:
-        return self.name or f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """The user's private key and the OpenSSH certificate the server signed for it."""
-
-    private_key: Path
-    certificate: Path
-
-    def load(self) -> tuple[paramiko.PKey, SSHCertificate]:
-        """Return the key with its certificate attached, and the parsed certificate.
-
-        Raises:
-            AuthError: a file is missing or unreadable, or the certificate is not for this key.
-        """
-        try:
-            certificate = load_ssh_public_identity(self.certificate.read_bytes())
-            key = paramiko.PKey.from_path(self.private_key)
-            key.load_certificate(str(self.certificate))
-        except OSError as error:
-            raise AuthError(
-                f"cannot read {error.filename}: {error.strerror}; run `devspace login`"
-            ) from error
-        except (ValueError, paramiko.SSHException) as error:
-            raise AuthError(
-                f"unusable SSH key or certificate ({error}); run `devspace login`"
-            ) from error
-        if not isinstance(certificate, SSHCertificate):
-            raise AuthError(f"{self.certificate} holds a plain key, not a certificate")
-        return key, certificate
 
 
 @dataclass(frozen=True)
@@ -204,7 +118,7 @@ class Connection:
             key, certificate = self.identity.load()
             try:
                 first = self.gateway or self.target
-                sock: socket.socket | paramiko.Channel = _dial(first, self.timeout)
+                sock: socket.socket | paramiko.Channel = dial(first, self.timeout)
                 if self.gateway is not None:
                     outer = self._handshake(self.gateway, sock, key, certificate)
                     sock = self._tunnel(outer)
@@ -245,11 +159,11 @@ class Connection:
         try:
             transport.auth_publickey(hop.user, key)
         except paramiko.AuthenticationException as error:
-            raise CertificateRefused(_refusal(hop, certificate)) from error
+            raise CertificateRefused(refusal(hop, certificate)) from error
         except (paramiko.SSHException, OSError, EOFError) as error:
             raise SshError(f"authenticating with {hop} failed: {error}") from error
         if not transport.is_authenticated():
-            raise CertificateRefused(_refusal(hop, certificate))
+            raise CertificateRefused(refusal(hop, certificate))
         transport.set_keepalive(self.keepalive)
         return transport
 
@@ -488,47 +402,3 @@ class Connection:
         except ForwardError:
             if kind is None:  # never hide the error already on its way out
                 raise
-
-
-def _dial(hop: Hop, timeout: float) -> socket.socket:
-    try:
-        sock = socket.create_connection((hop.host, hop.port), timeout=timeout)
-    except socket.gaierror as error:
-        raise SshError(f"cannot resolve {hop.host} ({hop}): {error.strerror}") from error
-    except ConnectionRefusedError as error:
-        raise SshError(
-            f"connection refused by {hop} at {hop.host}:{hop.port} — nothing listens there; "
-            "check the server address, or whether the gateway is running"
-        ) from error
-    except TimeoutError as error:
-        raise SshError(f"timed out connecting to {hop} at {hop.host}:{hop.port}") from error
-    except OSError as error:
-        raise SshError(f"cannot reach {hop} at {hop.host}:{hop.port}: {error.strerror}") from error
-    # Pipelined SFTP sends many small packets; Nagle's algorithm made it 2-3x slower.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def _refusal(hop: Hop, certificate: SSHCertificate) -> str:
-    now = time.time()
-
-    def when(seconds: int) -> str:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-    if certificate.valid_before <= now:
-        return (
-            f"{hop} refused your SSH certificate: certificate expired at "
-            f"{when(certificate.valid_before)}; run `devspace login` to get a new one"
-        )
-    if certificate.valid_after > now:
-        return (
-            f"{hop} refused your SSH certificate: certificate not valid before "
-            f"{when(certificate.valid_after)}; check this computer's clock"
-        )
-    principals = ", ".join(p.decode(errors="replace") for p in certificate.valid_principals)
-    key_id = certificate.key_id.decode(errors="replace")
-    return (
-        f"{hop} refused your SSH certificate (key id {key_id}, "
-        f"principals {principals or 'none'}): it is for another user or signed by an authority "
-        f"{hop} does not trust; run `devspace login` again, and check that the space is yours"
-    )
