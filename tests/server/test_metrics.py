@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -289,14 +291,23 @@ def test_serve_adds_up_the_counts_of_all_its_workers(tmp_path: Path) -> None:
         assert status == 200, text
         route = {"method": "GET", "route": "/healthz", "status": "200"}
         start = value(parse(text), "devspace_http_requests_total", **route)
-        for _ in range(30):
-            assert _get(port, "/healthz")[0] == 200
+
+        def workers() -> set[str]:
+            return {p.name.split("_")[-1] for p in (tmp_path / "data" / "metrics").glob("*.db")}
+
+        # Requests at once, until at least two workers have answered some: one after another,
+        # the kernel may hand every connection to the same worker.
+        sent, deadline = 0, time.monotonic() + 30
+        with ThreadPoolExecutor(8) as pool:
+            while len(workers()) < 2:
+                assert time.monotonic() < deadline, f"only one worker answered: {workers()}"
+                answers = list(pool.map(lambda _: _get(port, "/healthz")[0], range(40)))
+                assert answers == [200] * 40
+                sent += 40
         # Whichever worker answers the scrape, it reports the sum over all of them.
         for _ in range(5):
             status, text = _get(port, "/metrics", METRICS_TOKEN)
-            assert value(parse(text), "devspace_http_requests_total", **route) == start + 30
-        files = {p.name.split("_")[-1] for p in (tmp_path / "data" / "metrics").glob("*.db")}
-        assert len(files) >= 2, f"only one worker answered: {files}"
+            assert value(parse(text), "devspace_http_requests_total", **route) == start + sent
         assert _get(port, "/metrics")[0] == 401
     finally:
         process.stop()
