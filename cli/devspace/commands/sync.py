@@ -9,6 +9,7 @@ answers for scripts.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -23,10 +24,12 @@ from devspace.errors import UsageError
 from devspace.output import emit, output_option
 
 if TYPE_CHECKING:
+    from devspace.project import SyncFolder
     from devspace.ssh import Connection
     from devspace.sync.live import Status
     from devspace.sync.once import PassReport
     from devspace.sync.operations import SyncPlan
+    from devspace.sync.plan import PlanOptions
 
 DEFAULT_REMOTE = "/workspace"
 
@@ -37,12 +40,11 @@ DEFAULT_REMOTE = "/workspace"
     "--local",
     "local",
     type=click.Path(file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="The folder on this computer.",
+    help="The folder on this computer (default: devspace.yaml's `sync`, else this folder).",
 )
 @click.option(
-    "--remote", default=DEFAULT_REMOTE, show_default=True, help="The folder in the space."
+    "--remote",
+    help=f"The folder in the space (default: devspace.yaml's `sync`, else {DEFAULT_REMOTE}).",
 )
 @click.option("--once", is_flag=True, help="Run one pass and exit (for scripts).")
 @click.option("--dry-run", is_flag=True, help="Print what one pass would do; change nothing.")
@@ -52,16 +54,21 @@ DEFAULT_REMOTE = "/workspace"
 def sync(
     *,
     space: str | None,
-    local: Path,
-    remote: str,
+    local: Path | None,
+    remote: str | None,
     once: bool,
     dry_run: bool,
     yes: bool,
     server: str | None,
     output: str,
 ) -> None:
-    """Sync a local folder with a folder in SPACE (default: the one chosen with
-    `devspace spaces use`), both ways, keeping both versions of a conflict."""
+    """Sync a local folder with a folder in SPACE, both ways, keeping both versions of a
+    conflict. In a project, SPACE and the folders (with their ignore and one-way rules) come
+    from devspace.yaml; elsewhere SPACE is the one chosen with `devspace spaces use`."""
+    rules = _project_folder() if local is None and remote is None else None
+    if rules is not None:
+        local, remote = rules.local, rules.remote
+    local, remote = local or Path("."), remote or DEFAULT_REMOTE
     if not remote.startswith("/"):
         raise UsageError(f"--remote must be an absolute path in the space, not {remote!r}")
     if output == "json" and not (once or dry_run):
@@ -76,14 +83,37 @@ def sync(
     name = which_space(url, space)
     api = Api(url)
     run = Run(name, folder, remote.rstrip("/") or "/", lambda: connect(api, name), yes=yes)
+    if rules is not None:
+        run.ignore, run.no_upload, run.no_download = (
+            rules.ignore,
+            rules.no_upload,
+            rules.no_download,
+        )
     if once or dry_run:
         emit(run.once(dry_run=dry_run), output, plan_text)
     else:
         run.live()
 
 
+def _project_folder() -> SyncFolder | None:
+    """The first `sync` folder of the devspace.yaml here or above, or None without one.
+
+    Raises `ProjectError` (a usage error naming the line) for a wrong file.
+    """
+    from devspace import project  # noqa: PLC0415 - reads YAML: only when it is needed
+
+    found = project.find(Path.cwd())
+    folders = project.load(found).sync if found is not None else ()
+    return folders[0] if folders else None
+
+
 class Run:
     """One `devspace sync` run: the folders, how to connect, and what it shows on stderr."""
+
+    ignore: tuple[str, ...] = ()
+    """More patterns to leave alone (devspace.yaml's `sync.ignore`)."""
+    no_upload: tuple[str, ...] = ()
+    no_download: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -114,13 +144,11 @@ class Run:
         """
         from devspace.sync.lock import FolderLock  # noqa: PLC0415
         from devspace.sync.once import sync_once  # noqa: PLC0415
-        from devspace.sync.plan import PlanOptions  # noqa: PLC0415
-        from devspace.sync.policy import NameRules  # noqa: PLC0415
         from devspace.sync.remote import PodFolder  # noqa: PLC0415
         from devspace.sync.state import AncestorStore  # noqa: PLC0415
 
         key = self._key()
-        options = PlanOptions(local_names=NameRules.for_platform())
+        options = self._options()
         shown = Progress(self.err) if self.terminal and not dry_run else None
         with FolderLock(key), AncestorStore.for_folder(key) as store, self.connect() as conn:
             if not dry_run and not len(store.load()):
@@ -133,12 +161,20 @@ class Run:
             pod = PodFolder(conn.sftp(), self.remote)
             started = time.monotonic()
             report = sync_once(
-                self.local, pod, store, options=options, dry_run=dry_run, progress=shown
+                self.local,
+                pod,
+                store,
+                options=options,
+                ignore=self.ignore,
+                dry_run=dry_run,
+                progress=shown,
             )
             if report.stopped and not dry_run and self.confirm(report.plan):
                 confirmed = frozenset(b.reason for b in report.plan.brakes)
-                options = PlanOptions(local_names=options.local_names, confirmed=confirmed)
-                report = sync_once(self.local, pod, store, options=options, progress=shown)
+                options = dataclasses.replace(options, confirmed=confirmed)
+                report = sync_once(
+                    self.local, pod, store, options=options, ignore=self.ignore, progress=shown
+                )
             if shown is not None:
                 shown.finish(len(report.applied.done) if report.applied else 0, started)
         summary = describe(report, dry_run=dry_run)
@@ -151,6 +187,23 @@ class Run:
                 + " — run again with --yes to go on"
             )
         return summary
+
+    def follow(self, rules: SyncFolder) -> None:
+        """Leave alone what `rules` (a devspace.yaml `sync` folder) says to leave alone."""
+        self.ignore, self.no_upload, self.no_download = (
+            rules.ignore,
+            rules.no_upload,
+            rules.no_download,
+        )
+
+    def _options(self) -> PlanOptions:
+        from devspace.sync.plan import PlanOptions  # noqa: PLC0415 - only when syncing
+        from devspace.sync.policy import DirectionRules, NameRules  # noqa: PLC0415
+
+        return PlanOptions(
+            local_names=NameRules.for_platform(),
+            directions=DirectionRules(self.no_upload, self.no_download),
+        )
 
     def confirm(self, plan: SyncPlan) -> bool:
         """Whether to go on past `plan`'s brakes: --yes, or the person says so."""
@@ -173,6 +226,8 @@ class Run:
             self.local,
             AncestorStore.for_folder(self._key()),
             self.connect,
+            options=self._options(),
+            ignore=self.ignore,
             on_status=self.show,
             on_brake=self.confirm,
             on_pass=self._passed,
