@@ -142,6 +142,7 @@ class Session:
             self.connect,
             options=options,
             ignore=folder.ignore,
+            gitignore=folder.gitignore,
             on_status=on_status,
         )
         self._stoppers.append(session.stop)

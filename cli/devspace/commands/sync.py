@@ -84,11 +84,7 @@ def sync(
     api = Api(url)
     run = Run(name, folder, remote.rstrip("/") or "/", lambda: connect(api, name), yes=yes)
     if rules is not None:
-        run.ignore, run.no_upload, run.no_download = (
-            rules.ignore,
-            rules.no_upload,
-            rules.no_download,
-        )
+        run.follow(rules)
     if once or dry_run:
         emit(run.once(dry_run=dry_run), output, plan_text)
     else:
@@ -114,6 +110,8 @@ class Run:
     """More patterns to leave alone (devspace.yaml's `sync.ignore`)."""
     no_upload: tuple[str, ...] = ()
     no_download: tuple[str, ...] = ()
+    gitignore = True
+    """Whether `.gitignore` files count (devspace.yaml's `sync.gitignore`)."""
 
     def __init__(
         self,
@@ -166,6 +164,7 @@ class Run:
                 store,
                 options=options,
                 ignore=self.ignore,
+                gitignore=self.gitignore,
                 dry_run=dry_run,
                 progress=shown,
             )
@@ -173,7 +172,13 @@ class Run:
                 confirmed = frozenset(b.reason for b in report.plan.brakes)
                 options = dataclasses.replace(options, confirmed=confirmed)
                 report = sync_once(
-                    self.local, pod, store, options=options, ignore=self.ignore, progress=shown
+                    self.local,
+                    pod,
+                    store,
+                    options=options,
+                    ignore=self.ignore,
+                    gitignore=self.gitignore,
+                    progress=shown,
                 )
             if shown is not None:
                 shown.finish(len(report.applied.done) if report.applied else 0, started)
@@ -195,6 +200,7 @@ class Run:
             rules.no_upload,
             rules.no_download,
         )
+        self.gitignore = rules.gitignore
 
     def _options(self) -> PlanOptions:
         from devspace.sync.plan import PlanOptions  # noqa: PLC0415 - only when syncing
@@ -228,6 +234,7 @@ class Run:
             self.connect,
             options=self._options(),
             ignore=self.ignore,
+            gitignore=self.gitignore,
             on_status=self.show,
             on_brake=self.confirm,
             on_pass=self._passed,

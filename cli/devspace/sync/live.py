@@ -85,6 +85,7 @@ class SyncSession:
         *,
         options: PlanOptions | None = None,
         ignore: tuple[str, ...] = (),
+        gitignore: bool = True,
         live: LiveOptions | None = None,
         state_dir: Path | None = None,
         on_status: Callable[[Status], None] | None = None,
@@ -99,6 +100,7 @@ class SyncSession:
         self.connect = connect
         self.options = options or PlanOptions(local_names=NameRules.for_platform())
         self.ignore = ignore
+        self.gitignore = gitignore
         self.live = live or LiveOptions()
         self.on_status = on_status
         self.on_pass = on_pass
@@ -265,6 +267,7 @@ class SyncSession:
                 self.store,
                 options=options,
                 ignore=self.ignore,
+                gitignore=self.gitignore,
                 progress=self.progress,
             )
             self.passes += 1

@@ -58,15 +58,17 @@ def sync_once(
     *,
     options: PlanOptions | None = None,
     ignore: tuple[str, ...] = (),
+    gitignore: bool = True,
     progress: Progress | None = None,
     tar: bool | None = None,
     dry_run: bool = False,
 ) -> PassReport:
     """Run one pass between `local_root` and `pod`, recording the new ancestor in `store`.
 
-    `ignore` adds patterns (devspace.yaml's `sync.ignore`). A brake returns a stopped report
-    without touching anything; confirm with `options.confirmed` and run again. `dry_run`
-    plans and returns without touching either side or the recorded state.
+    `ignore` adds patterns (devspace.yaml's `sync.ignore`); `gitignore` false leaves
+    `.gitignore` files out of the rules (devspace.yaml's `sync.gitignore`). A brake returns a
+    stopped report without touching anything; confirm with `options.confirmed` and run again.
+    `dry_run` plans and returns without touching either side or the recorded state.
 
     Raises ScanError if the local folder cannot be read, ListingError if the pod's listing is
     malformed, ApplyInterrupted (after recording what was done) if the connection drops during
@@ -75,7 +77,9 @@ def sync_once(
     options = options or PlanOptions(local_names=NameRules.for_platform())
     if not options.conflict_stamp:
         options = replace(options, conflict_stamp=conflict_stamp(datetime.now(UTC)))
-    local_scan = scan(local_root, IgnoreRules.load(local_root, extra=ignore))
+    local_scan = scan(
+        local_root, IgnoreRules.load(local_root, extra=ignore, use_gitignore=gitignore)
+    )
     local = local_scan.snapshot
     missing = False
     try:

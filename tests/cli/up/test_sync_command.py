@@ -39,3 +39,23 @@ def test_sync_takes_the_space_folders_and_rules_from_devspace_yaml(
     with connect(Api(stack.url), "synced") as connection:
         listed = connection.run("cd /workspace/app && ls -A").stdout.decode().split()
     assert listed == ["main.py"]  # not the ignored log, not the upload-only-here file
+
+
+@pytest.mark.usefixtures("user")
+def test_gitignore_false_syncs_what_gitignore_names(
+    stack: Stack, project: Path, devspace: Callable[..., Result]
+) -> None:
+    (project / "devspace.yaml").write_text(
+        "name: unignored\nimage: devspace.test/shell\ncommand: [sleep, infinity]\n"
+        "sync:\n  local: .\n  remote: /workspace\n  gitignore: false\n"
+    )
+    (project / ".gitignore").write_text("build/\n")
+    (project / "build").mkdir()
+    (project / "build" / "out.txt").write_text("generated\n")
+    assert devspace("up", "-d").code == 0
+
+    synced = devspace("sync", "--once")
+    assert synced.code == 0, synced.err
+    with connect(Api(stack.url), "unignored") as connection:
+        found = connection.run("cat /workspace/build/out.txt").stdout
+    assert found == b"generated\n", synced.out
