@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -109,3 +110,12 @@ def markdown(rows: list[Row], machine: Machine, command: str) -> str:
             f"| {row.when:%Y-%m-%d %H:%M} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def turns(runs: int) -> Iterator[tuple[int, str]]:
+    """`(run, side)` for `runs` runs of "ours" and "peer", alternating which goes first so
+    that neither always meets the warmer (or busier) machine."""
+    for run in range(runs):
+        yield from (
+            (run, side) for side in (("ours", "peer") if run % 2 == 0 else ("peer", "ours"))
+        )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bed import Sidecar
-from bench.report import Row, Samples, now
+from bench.report import Row, Samples, now, turns
 from devspace.sync.once import sync_once
 from devspace.sync.remote import PodFolder
 from devspace.sync.state import AncestorStore, FolderKey
@@ -84,20 +84,18 @@ def small_files(sidecar: Sidecar, work: Path, runs: int, count: int) -> Row:
     make_small_files(local, count)
     ours: list[float] = []
     peer: list[float] = []
-    for run in range(runs):
-        # Alternate who goes first, so neither always meets a warmer (or busier) machine.
-        for side in ("ours", "peer") if run % 2 == 0 else ("peer", "ours"):
-            remote = f"/workspace/bench-small-{side}-{run}"
-            sidecar.run(f"rm -rf {remote} && mkdir {remote} && sync")
-            if side == "ours":
-                state = Path(tempfile.mkdtemp(dir=work))
-                ours.append(sync_upload(sidecar, local, remote, state))
-            else:
-                peer.append(rsync_upload(sidecar, local, remote))
-            _check_count(sidecar, remote, count)
-            sidecar.run(f"rm -rf {remote}")
-            figure = (ours if side == "ours" else peer)[-1]
-            print(f"  small files, run {run + 1}, {side}: {figure:.2f} s", file=sys.stderr)
+    for run, side in turns(runs):
+        remote = f"/workspace/bench-small-{side}-{run}"
+        sidecar.run(f"rm -rf {remote} && mkdir {remote} && sync")
+        if side == "ours":
+            state = Path(tempfile.mkdtemp(dir=work))
+            ours.append(sync_upload(sidecar, local, remote, state))
+        else:
+            peer.append(rsync_upload(sidecar, local, remote))
+        _check_count(sidecar, remote, count)
+        sidecar.run(f"rm -rf {remote}")
+        figure = (ours if side == "ours" else peer)[-1]
+        print(f"  small files, run {run + 1}, {side}: {figure:.2f} s", file=sys.stderr)
     return Row(
         "small-files",
         f"initial upload of {count:,} small files (s)",
@@ -120,19 +118,18 @@ def large_file(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> Row:
             out.write(block)
     ours: list[float] = []
     peer: list[float] = []
-    for run in range(runs):
-        for side in ("ours", "peer") if run % 2 == 0 else ("peer", "ours"):
-            remote = f"/workspace/bench-large-{side}-{run}"
-            sidecar.run(f"rm -rf {remote} && mkdir {remote} && sync")
-            if side == "ours":
-                state = Path(tempfile.mkdtemp(dir=work))
-                ours.append(mebibytes / sync_upload(sidecar, local, remote, state))
-            else:
-                peer.append(mebibytes / sftp_put(sidecar, local / "large.bin", remote))
-            _check_count(sidecar, remote, 1)
-            sidecar.run(f"rm -rf {remote}")
-            figure = (ours if side == "ours" else peer)[-1]
-            print(f"  large file, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr)
+    for run, side in turns(runs):
+        remote = f"/workspace/bench-large-{side}-{run}"
+        sidecar.run(f"rm -rf {remote} && mkdir {remote} && sync")
+        if side == "ours":
+            state = Path(tempfile.mkdtemp(dir=work))
+            ours.append(mebibytes / sync_upload(sidecar, local, remote, state))
+        else:
+            peer.append(mebibytes / sftp_put(sidecar, local / "large.bin", remote))
+        _check_count(sidecar, remote, 1)
+        sidecar.run(f"rm -rf {remote}")
+        figure = (ours if side == "ours" else peer)[-1]
+        print(f"  large file, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr)
     return Row(
         "large-file",
         f"upload of one {mebibytes} MiB file (MiB/s)",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.bed import Sidecar
 from bench.gateway import GatewayRoute
-from bench.report import Row, Samples, now
+from bench.report import Row, Samples, now, turns
 from bench.sync import CIPHER
 from devspace.ssh import Connection
 
@@ -114,12 +114,11 @@ def _throughput(
             fetch(peer_port, "/")
             ours: list[float] = []
             peer: list[float] = []
-            for run in range(runs):
-                for side in ("ours", "peer") if run % 2 == 0 else ("peer", "ours"):
-                    port = ours_port if side == "ours" else peer_port
-                    figure = _timed(port, path, size)
-                    (ours if side == "ours" else peer).append(figure)
-                    print(f"  {label}, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr)
+            for run, side in turns(runs):
+                port = ours_port if side == "ours" else peer_port
+                figure = _timed(port, path, size)
+                (ours if side == "ours" else peer).append(figure)
+                print(f"  {label}, run {run + 1}, {side}: {figure:.0f} MiB/s", file=sys.stderr)
             connection.check()
         finally:
             ssh.terminate()
@@ -182,14 +181,13 @@ def connection_setup(route: GatewayRoute, runs: int) -> Row:
 
     ours()  # both paths warm (the gateway's principals command, the pod's sshd) before timing
     peer()
-    mine: list[float] = []
-    theirs: list[float] = []
-    for run in range(runs):
-        for side, action, into in (("ours", ours, mine), ("peer", peer, theirs))[
-            :: 1 if run % 2 == 0 else -1
-        ]:
-            into.append(_seconds(action))
-            print(f"  connect, run {run + 1}, {side}: {into[-1] * 1000:.0f} ms", file=sys.stderr)
+    figures: dict[str, list[float]] = {"ours": [], "peer": []}
+    for run, side in turns(runs):
+        figures[side].append(_seconds(ours if side == "ours" else peer))
+        print(
+            f"  connect, run {run + 1}, {side}: {figures[side][-1] * 1000:.0f} ms", file=sys.stderr
+        )
+    mine, theirs = figures["ours"], figures["peer"]
     return Row(
         "connect",
         "connect through gateway and sidecar and run `true` (s; devspace in-process, "
