@@ -8,6 +8,11 @@ sign-in provider (an OpenID Connect discovery document that answers and makes se
 GitHub that answers). A check that needs a setting that is itself wrong is skipped: its
 problem is already reported.
 
+`check_reconciler` does the same for the reconciler's own settings (`reconcile/settings.py`),
+its database, and its cluster: the API server answers, the Lease's namespace exists, and
+every permission the reconciler needs is granted to the identity it runs as
+(`reconcile/access.py`).
+
 Nothing is created or changed: a SQLite file that does not exist yet is not made.
 """
 
@@ -18,9 +23,11 @@ import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 import requests
+from kubernetes import client
 from sqlalchemy import make_url
 
 from devspace_server import db
@@ -28,6 +35,10 @@ from devspace_server.api import health
 from devspace_server.auth.providers import UpstreamProvider
 from devspace_server.config import read_config, setting
 from devspace_server.errors import ConfigError, DatabaseNotMigrated, DatabaseUnavailable
+from devspace_server.reconcile import access
+from devspace_server.reconcile.errors import ClusterError, kube_errors
+from devspace_server.reconcile.process import ReconcilerError, kube_client
+from devspace_server.reconcile.settings import PUBLIC_KEYS_VARIABLE, load_reconciler_config
 
 TIMEOUT_SECONDS = 5
 _DISCOVERY_KEYS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
@@ -58,6 +69,72 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
     for provider in config.upstream:
         _upstream(provider, reading.name, report)
     return report
+
+
+def check_reconciler(
+    environ: Mapping[str, str] | None = None, kubeconfig: str | None = None
+) -> Report:
+    """Check the reconciler's configuration in `environ` and what it names: the database, and
+    the cluster of `kubeconfig` (default: the configured one, else the in-cluster identity)."""
+    environ = os.environ if environ is None else environ
+    report = Report()
+    try:
+        config = load_reconciler_config(environ)
+    except ConfigError as exc:
+        report.problems.extend(exc.problems)
+        return report
+    report.notes.extend(config.warnings)
+    if not config.ca_public_keys:
+        report.problems.append(
+            f"{PUBLIC_KEYS_VARIABLE} is not set: sidecars would trust no certificate and nobody "
+            "could log in; set it to the output of `ssh-keygen -y -f CA_KEY`"
+        )
+    name = "DEVSPACE_DATABASE_URL" if setting(environ, "database_url") else "DEVSPACE_DATA_DIR"
+    _database(config.database_url, name, report)
+    _cluster(kubeconfig or config.cluster.kubeconfig, config.cluster.lease_namespace, report)
+    return report
+
+
+def _cluster(kubeconfig: str | None, lease_namespace: str, report: Report) -> None:
+    try:
+        api = kube_client(kubeconfig)
+    except ReconcilerError as exc:
+        report.problems.append(str(exc))
+        return
+    where = api.configuration.host
+    try:
+        with kube_errors(f"asking {where} for its version"):
+            version = client.VersionApi(api).get_code(_request_timeout=TIMEOUT_SECONDS)
+        report.notes.append(f"cluster {where}: answers, Kubernetes {version.git_version}")
+        _lease_namespace(api, lease_namespace, report)
+        refused = list(access.denied(api, lease_namespace))
+    except ClusterError as exc:
+        report.problems.append(f"cluster {where}: {exc}")
+        return
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    for permission in refused:
+        report.problems.append(
+            f"the reconciler may not {permission}: bind it to the ClusterRole and Role of the "
+            "Helm chart's files/reconciler-rbac.yaml"
+        )
+    if not refused:
+        report.notes.append(f"cluster {where}: every permission the reconciler needs is granted")
+
+
+def _lease_namespace(api: client.ApiClient, name: str, report: Report) -> None:
+    try:
+        with kube_errors(f"reading namespace {name}"):
+            client.CoreV1Api(api).read_namespace(name, _request_timeout=TIMEOUT_SECONDS)
+    except ClusterError as exc:
+        if exc.code == HTTPStatus.FORBIDDEN:
+            return  # a missing `get namespaces`, which the access review reports
+        if exc.code != HTTPStatus.NOT_FOUND:
+            raise
+        report.problems.append(
+            f"DEVSPACE_LEASE_NAMESPACE: the namespace {name} does not exist: create it (the Helm "
+            "chart installs the reconciler there) or name the one the reconciler runs in"
+        )
 
 
 def _database(url: str, name: str, report: Report) -> None:

@@ -175,14 +175,30 @@ def migrate() -> None:
 
 
 @cli.command("check-config")
-def check_config() -> None:
+@click.option(
+    "--reconciler",
+    is_flag=True,
+    help="Check the reconciler's configuration, and its cluster, instead of the API server's.",
+)
+@click.option(
+    "--kubeconfig",
+    default=None,
+    metavar="FILE",
+    help="With --reconciler: the cluster [$DEVSPACE_KUBECONFIG; default: in-cluster config].",
+)
+def check_config(reconciler: bool, kubeconfig: str | None) -> None:
     """Print every problem with the configuration, and exit 1 if there is one.
 
     Checks each setting as the server does at start, then tries what they name: the
-    database and each upstream sign-in provider. Problems go to stdout, one a line; what
-    was found to work goes to stderr.
+    database and each upstream sign-in provider; with --reconciler, the database and the
+    cluster (it answers, the Lease's namespace exists, every permission the reconciler needs
+    is granted). Problems go to stdout, one a line; what was found to work goes to stderr.
     """
-    report = config_check.check()
+    if kubeconfig and not reconciler:
+        raise click.UsageError("--kubeconfig goes with --reconciler")
+    report = (
+        config_check.check_reconciler(kubeconfig=kubeconfig) if reconciler else config_check.check()
+    )
     for note in report.notes:
         click.echo(f"ok: {note}", err=True)
     for problem in report.problems:
