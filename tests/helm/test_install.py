@@ -9,11 +9,14 @@ validation, RBAC, and the objects helm leaves behind.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
@@ -27,44 +30,28 @@ from .test_render import NAMES, value_set
 pytestmark = pytest.mark.kube
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
-SERVICE_MONITOR_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-            "kind": "ServiceMonitor",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                # Only so the API server accepts the kind; the operator's schema is not ours.
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+BUILD_CRDS = Path(__file__).resolve().parents[1] / "testbed" / "build-crds"
+
+
+def service_monitor_crd() -> dict[str, Any]:
+    """The Prometheus Operator's ServiceMonitor CRD, generated from its published API types
+    (tests/testbed/build-crds), so the chart's ServiceMonitor meets the operator's schema."""
+    built = subprocess.run(
+        [str(BUILD_CRDS)], check=True, stdout=subprocess.PIPE, text=True, timeout=1800
+    )
+    crd: dict[str, Any] = yaml.safe_load(Path(built.stdout.splitlines()[-1]).read_text())
+    return crd
 
 
 @pytest.fixture(scope="module")
 def service_monitor_kind(kube: client.ApiClient) -> Iterator[None]:
-    """The ServiceMonitor kind, as the Prometheus Operator's CRD would add it."""
+    """The ServiceMonitor kind, as the Prometheus Operator's CRD adds it."""
     extensions = client.ApiextensionsV1Api(kube)
-    name = SERVICE_MONITOR_CRD["metadata"]["name"]
+    crd = service_monitor_crd()
+    name = crd["metadata"]["name"]
     created = False
     try:
-        extensions.create_custom_resource_definition(SERVICE_MONITOR_CRD)
+        extensions.create_custom_resource_definition(crd)
         created = True
     except ApiException as error:
         if error.status != 409:
@@ -78,6 +65,24 @@ def service_monitor_kind(kube: client.ApiClient) -> Iterator[None]:
     yield
     if created:
         extensions.delete_custom_resource_definition(name)
+
+
+@pytest.mark.usefixtures("service_monitor_kind")
+def test_the_service_monitor_schema_is_enforced(kube: client.ApiClient, namespace: str) -> None:
+    """The dry runs below mean something: the generated CRD refuses a malformed monitor."""
+    resource = DynamicClient(kube).resources.get(
+        api_version="monitoring.coreos.com/v1", kind="ServiceMonitor"
+    )
+    malformed = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "malformed"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http", "interval": "often"}]},
+    }
+    with pytest.raises(ApiException) as refused:
+        resource.create(body=malformed, namespace=namespace, dry_run="All")
+    assert refused.value.status == 422
+    assert "spec.endpoints[0].interval" in refused.value.body
 
 
 @pytest.mark.usefixtures("service_monitor_kind")
