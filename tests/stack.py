@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,12 +94,14 @@ class Stack:
         control_plane: ControlPlane | ExistingCluster,
         test_node: TestNode,
         directory: Path,
-        environment: dict[str, str] | None = None,
+        environment: dict[str, str] | Callable[[str], dict[str, str]] | None = None,
     ) -> Iterator[Stack]:
         """Run the stack in `directory` until the context ends.
 
         `environment` adds or overrides `DEVSPACE_*` settings of the server (for example
-        `DEVSPACE_QUOTA_DEFAULTS`).
+        `DEVSPACE_QUOTA_DEFAULTS`). A function is called with the server's URL, before the
+        server is configured, for settings that depend on it (an upstream provider must know
+        the server's callback address).
         """
         tag = uuid.uuid4().hex[:6]
         core = client.CoreV1Api(kube)
@@ -141,7 +143,7 @@ class Stack:
                 "DEVSPACE_CLUSTER_INSTANCE": f"stack-{tag}",
                 "DEVSPACE_NAMESPACE_PREFIX": f"st{tag}-",
                 "DEVSPACE_SIDECAR_IMAGE": SIDECAR_IMAGE,
-                **(environment or {}),
+                **(environment(live.url) if callable(environment) else environment or {}),
             }
             authority = load_config(settings).ssh_ca
             assert authority is not None

@@ -3,6 +3,8 @@ code, stdout, stderr), and signed in as `devspace login` leaves it."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -52,3 +54,20 @@ def log_in(app: Flask, server: str, username: str, password: str) -> Credentials
     Store().save(credentials)
     Settings(default_server=server).save()
     return credentials
+
+
+def read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 30) -> re.Match[str]:
+    """Read the CLI's stderr line by line until `pattern` matches one (as a person reads the
+    terminal for an address or a code); raises AssertionError with what it read otherwise."""
+    assert process.stderr is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return found
+    raise AssertionError(f"{pattern!r} never appeared in: {''.join(seen)}")

@@ -26,7 +26,7 @@ from devspace_server.auth.oauth import CLIENT_ID
 
 from .conftest import IDP_PASSWORD, TITLE, Serve
 from .oauth_flows import authorize_url, bearer, pkce
-from .upstream_pages import LiveServer
+from .upstream_pages import LiveServer, through_provider
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -75,12 +75,7 @@ def loopback() -> Iterator[Loopback]:
 def sign_in_upstream(page: Page, live: LiveServer, login: str) -> None:
     """On devspace's sign-in page: choose the provider, and sign in there if it asks."""
     assert page.url.startswith(f"{live.url}/login?"), page.url
-    page.get_by_role("link", name=f"Sign in with {TITLE}").click()
-    if not page.url.startswith(live.url):
-        page.get_by_label("Login").fill(login)
-        page.get_by_label("Password").fill(IDP_PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-    assert page.url.startswith(live.url), page.url
+    through_provider(page, live.url, TITLE, login, IDP_PASSWORD)
 
 
 def consent(

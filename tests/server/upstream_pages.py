@@ -55,12 +55,42 @@ def sign_in(
     The provider skips its form when this browser is still signed in there.
     """
     page.goto(f"{live.url}/login")
+    through_provider(page, live.url, title, login, password, login_label=login_label)
+
+
+def through_provider(
+    page: Page,
+    server_url: str,
+    title: str,
+    login: str,
+    password: str,
+    *,
+    login_label: str = "Login",
+) -> None:
+    """On devspace's sign-in page (at `server_url`), as shown: choose provider `title` and
+    sign in on its form if it asks; returns back on devspace, on the page that asked for the
+    sign-in. The provider skips its form when this browser is still signed in there."""
     page.get_by_role("link", name=f"Sign in with {title}").click()
-    if not page.url.startswith(live.url):
+    if not page.url.startswith(server_url):
         page.get_by_label(login_label).fill(login)
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
-    assert page.url.startswith(live.url), page.url
+    assert page.url.startswith(server_url), page.url
+
+
+def sign_in_and_allow(page: Page, username: str, password: str) -> None:
+    """On devspace's sign-in page, as shown: sign in with a local account's password, then
+    allow the CLI's request on the consent page."""
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    allow(page)
+
+
+def allow(page: Page) -> None:
+    """On devspace's consent page ("Allow access?"): press Allow."""
+    assert page.get_by_role("heading", name="Allow access?").is_visible()
+    page.get_by_role("button", name="Allow").click()
 
 
 def greeting(page: Page) -> str:

@@ -202,9 +202,13 @@ def create_space(body: NewSpace) -> SpaceInfo:
         .where(Space.owner_id == who.user.id, Space.deleted_at.is_(None))
     )
     if quota.spaces is not None and (live or 0) >= quota.spaces:
+        # Said to someone who just asked for one more: no "1 spaces", and no "delete one" to
+        # someone who has none.
+        have = f"{live} space{'s' if live != 1 else ''}" if live else "no spaces"
+        what = "delete one, or ask" if live else "ask"
         raise quotas.QuotaExceeded(
-            f"You have {live} spaces and your quota allows {quota.spaces}: delete one, or ask "
-            "an admin to raise your quota.",
+            f"You have {have} and your quota allows {quota.spaces}: {what} an admin to raise "
+            "your quota.",
             limit="spaces",
         )
     storage = body.storage or cluster.default_storage

@@ -9,43 +9,20 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Page
 from server.conftest import PASSWORD
+from server.upstream_pages import sign_in_and_allow
 
+from cli.runner import read_until
 from devspace.config import Settings
 from devspace.credentials import Store
 
 from .conftest import USER, Result, Served
 
 Spawn = Callable[..., subprocess.Popen[str]]
-
-
-def read_until(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
-    """Read the CLI's stderr line by line until `pattern` matches one."""
-    assert process.stderr is not None
-    seen = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        found = re.search(pattern, line)
-        if found:
-            return found
-    raise AssertionError(f"{pattern!r} never appeared in: {''.join(seen)}")
-
-
-def sign_in_and_allow(page: Page) -> None:
-    page.get_by_label("Username").fill(USER)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    assert page.get_by_role("heading", name="Allow access?").is_visible()
-    page.get_by_role("button", name="Allow").click()
 
 
 def finished(process: subprocess.Popen[str]) -> str:
@@ -60,7 +37,7 @@ def test_login_in_the_browser(server: Served, home: Path, page: Page, spawn: Spa
     assert "code_challenge_method=S256" in url
     assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in url
     page.goto(url)
-    sign_in_and_allow(page)
+    sign_in_and_allow(page, USER, PASSWORD)
     page.wait_for_url("http://127.0.0.1:*/callback?*")
     assert "go back to your terminal" in page.locator("p").inner_text()
     said = finished(login)

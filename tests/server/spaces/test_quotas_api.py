@@ -71,10 +71,24 @@ def test_an_override_applies_to_one_user_and_is_audited(
         assert event.details["to"]["spaces"] == 1
     refused = as_alice("POST", "/api/v1/spaces", json=new_space("second"))
     assert refused.get_json()["limit"] == "spaces"
+    assert refused.get_json()["detail"] == (
+        "You have 1 space and your quota allows 1: delete one, or ask an admin to raise your quota."
+    )
     assert as_bob("POST", "/api/v1/spaces", json=new_space("second")).status_code == 201
     # An empty object removes every override.
     cleared = as_admin("PUT", f"/api/v1/admin/users/{alice.id}/quota", json={})
     assert cleared.get_json()["effective"]["spaces"] == 3
+
+
+def test_a_quota_of_no_spaces_says_so_without_asking_to_delete_one(
+    as_admin: Caller, as_alice: Caller, alice: User
+) -> None:
+    as_admin("PUT", f"/api/v1/admin/users/{alice.id}/quota", json={"spaces": 0})
+    refused = as_alice("POST", "/api/v1/spaces", json=new_space())
+    assert refused.status_code == 409
+    assert refused.get_json()["detail"] == (
+        "You have no spaces and your quota allows 0: ask an admin to raise your quota."
+    )
 
 
 def test_quota_values_are_validated(as_admin: Caller, alice: User) -> None:
