@@ -113,10 +113,13 @@ def test_passes_and_failures_are_counted(
     assert scrape(probes)("devspace_reconcile_errors_total", {"kind": "cluster"}) == 0
 
     # The namespace relabelled as another space's: the reconciler must not touch it, and it
-    # counts the refusal as a failed pass.
+    # counts the refusal as a failed pass. The change to the space queues that pass at once
+    # (the relabelled namespace's own watch event names the other space, and the periodic
+    # resync is a minute away).
     core = client.CoreV1Api(kube)
     namespace = namespace_name(made["id"], settings)
     core.patch_namespace(namespace, {"metadata": {"labels": {SPACE_ID: "someone-else"}}})
+    alice("PATCH", "/api/v1/spaces/work", json={"env": {"CHANGED": "1"}})
     eventually(
         lambda: scrape(probes)("devspace_reconcile_errors_total", {"kind": "cluster"}) >= 1,
         what="the refused pass counted as a cluster error",
