@@ -100,11 +100,12 @@ def _free_port() -> int:
 
 def _throughput(
     connection: Connection, ssh_argv: list[str], runs: int, mebibytes: int, label: str
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], str | None]:
     """MiB/s through devspace's tunnel on `connection` and OpenSSH's (`ssh_argv` + `-L`),
-    alternating which goes first."""
+    alternating which goes first, and who made devspace's gateway hop (`gateway_client`)."""
     with _served_blob(mebibytes) as (path, size), connection:
         ours_port = connection.forward_local(0, "127.0.0.1", 8000).port
+        client = connection.gateway_client
         peer_port = _free_port()
         argv = [*ssh_argv[:1], "-N", "-L", f"{peer_port}:127.0.0.1:8000", *ssh_argv[1:]]
         ssh = subprocess.Popen(argv)
@@ -123,13 +124,13 @@ def _throughput(
         finally:
             ssh.terminate()
             ssh.wait(timeout=10)
-    return ours, peer
+    return ours, peer, client
 
 
 def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> Row:
     """Download a `mebibytes` MiB file through each tunnel, one hop, `runs` times each (MiB/s)."""
     ssh = ["ssh", *sidecar.ssh_options(), "-c", CIPHER, "-p", "2222", f"dev@{sidecar.ip}"]
-    ours, peer = _throughput(sidecar.connection(), ssh, runs, mebibytes, "tunnel")
+    ours, peer, _ = _throughput(sidecar.connection(), ssh, runs, mebibytes, "tunnel")
     return Row(
         "tunnel",
         f"download of {mebibytes} MiB through a local forward, one hop (MiB/s)",
@@ -144,12 +145,14 @@ def forwarded_port(sidecar: Sidecar, work: Path, runs: int, mebibytes: int) -> R
 
 def forwarded_port_two_hops(route: GatewayRoute, runs: int, mebibytes: int) -> Row:
     """As `forwarded_port`, through the gateway: devspace's two-hop connection against
-    `ssh -J gateway -L` (both with the same cipher on both hops)."""
+    `ssh -J gateway -L` (both with the same cipher on both hops). The row names who made
+    devspace's gateway hop (`devspace.jump`: OpenSSH's `ssh -W` where there is one)."""
     ssh = ["ssh", "-F", str(route.ssh_config), "-J", route.jump, route.target]
-    ours, peer = _throughput(route.connection(), ssh, runs, mebibytes, "tunnel-two-hops")
+    ours, peer, client = _throughput(route.connection(), ssh, runs, mebibytes, "tunnel-two-hops")
     return Row(
         "tunnel-two-hops",
-        f"download of {mebibytes} MiB through a local forward, gateway and sidecar (MiB/s)",
+        f"download of {mebibytes} MiB through a local forward, gateway and sidecar; "
+        f"devspace's gateway hop by {_CLIENTS.get(client or '', client)} (MiB/s)",
         Samples(tuple(ours), "MiB/s"),
         "OpenSSH ssh -J -L",
         Samples(tuple(peer), "MiB/s"),
@@ -157,6 +160,9 @@ def forwarded_port_two_hops(route: GatewayRoute, runs: int, mebibytes: int) -> R
         higher_is_better=True,
         when=now(),
     )
+
+
+_CLIENTS = {"openssh": "OpenSSH `ssh -W`", "paramiko": "paramiko"}
 
 
 def _seconds(action: Callable[[], None]) -> float:
@@ -169,9 +175,12 @@ def connection_setup(route: GatewayRoute, runs: int) -> Row:
     """Seconds from nothing to a command's exit through both hops: devspace's `Connection`
     (open, authenticate twice, run `true`, close) against `ssh -J gateway sidecar true`."""
 
+    clients: set[str | None] = set()
+
     def ours() -> None:
         with route.connection() as connection:
             result = connection.run("true")
+            clients.add(connection.gateway_client)
         if result.exit_status != 0:
             raise RuntimeError(f"`true` exited {result.exit_status} through devspace")
 
@@ -188,10 +197,11 @@ def connection_setup(route: GatewayRoute, runs: int) -> Row:
             f"  connect, run {run + 1}, {side}: {figures[side][-1] * 1000:.0f} ms", file=sys.stderr
         )
     mine, theirs = figures["ours"], figures["peer"]
+    hop = ", ".join(sorted(_CLIENTS.get(c or "", str(c)) for c in clients))
     return Row(
         "connect",
         "connect through gateway and sidecar and run `true` (s; devspace in-process, "
-        "without Python's start-up or the API calls `devspace exec` adds)",
+        f"without Python's start-up or the API calls `devspace exec` adds; gateway hop by {hop})",
         Samples(tuple(mine), "s"),
         "OpenSSH ssh -J",
         Samples(tuple(theirs), "s"),

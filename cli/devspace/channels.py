@@ -212,7 +212,9 @@ def splice(client: socket.socket, channel: paramiko.Channel, stop: threading.Eve
                     else:
                         end()
                         del ends[fd]
-                except OSError:  # one side went away: this connection is over, not the tunnel
+                # One side went away (paramiko says so with EOFError when its transport died
+                # under it): this connection is over, not the tunnel.
+                except (OSError, EOFError, paramiko.SSHException):
                     return
 
 

@@ -1,6 +1,7 @@
 """The SSH servers on the way to a space and who the user is to them: a `Hop` (address, login,
-pinned host key), the user's `Identity` (key and certificate), dialling a hop, and the message
-for a refused certificate. `devspace.ssh.Connection` puts them together.
+pinned host key), the user's `Identity` (key and certificate), dialling a hop, and the errors
+and messages for a wrong host key or a refused certificate. `devspace.ssh.Connection` puts them
+together; `devspace.jump` makes the gateway hop with OpenSSH and reports in the same terms.
 """
 
 from __future__ import annotations
@@ -25,12 +26,22 @@ def sha256_fingerprint(public_key_blob: bytes) -> str:
     return f"SHA256:{digest.rstrip('=')}"
 
 
+class HostKeyMismatch(SshError):
+    """The server presented a host key other than the pinned one."""
+
+
+class CertificateRefused(AuthError):
+    """A hop refused the user's certificate (expired, not yet valid, wrong user or CA)."""
+
+
 @dataclass(frozen=True)
 class PinnedHostKey:
-    """The host key a hop must present: its fingerprint and, when known, its key type."""
+    """The host key a hop must present: its fingerprint and, when the API published the key
+    itself, its type and the key (`type base64`, what OpenSSH's known_hosts needs)."""
 
     fingerprint: str
     key_type: str | None = None
+    key: str | None = None
 
     @classmethod
     def published(
@@ -54,7 +65,7 @@ class PinnedHostKey:
             raise UsageError(
                 f"published host key {from_key} does not match fingerprint {fingerprint}"
             )
-        return cls(from_key, key_type)
+        return cls(from_key, key_type, f"{key_type} {blob}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,41 @@ def dial(hop: Hop, timeout: float) -> socket.socket:
     # Pipelined SFTP sends many small packets; Nagle's algorithm made it 2-3x slower.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def tunnel(
+    transport: paramiko.Transport, gateway: Hop, target: Hop, timeout: float
+) -> paramiko.Channel:
+    """A `direct-tcpip` channel through `gateway` (its open `transport`) to `target`.
+
+    Raises: SshError if the gateway refuses (see `gateway_refused`) or the connection fails.
+    """
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (target.host, target.port), ("127.0.0.1", 0), timeout=timeout
+        )
+    except paramiko.ChannelException as error:
+        raise gateway_refused(gateway, target, error.text) from error
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        raise SshError(f"{gateway} could not reach {target}: {error}") from error
+
+
+def gateway_refused(gateway: Hop, target: Hop, reason: str) -> SshError:
+    """The error for `gateway` refusing to connect to `target`, saying `reason`."""
+    return SshError(
+        f"{gateway} refused to connect to {target} ({target.host}:{target.port}): {reason} — "
+        "the space is not running or is not yours; check `devspace spaces show`"
+    )
+
+
+def mismatch(hop: Hop, presented: str) -> HostKeyMismatch:
+    """The error for `hop` presenting the host key with fingerprint (or description) `presented`."""
+    return HostKeyMismatch(
+        f"host key mismatch for {hop}: expected {hop.host_key.fingerprint}, got "
+        f"{presented} — the pod was replaced or someone is intercepting the connection; "
+        "run `devspace spaces show` to see the published key, and do not connect until "
+        "they agree"
+    )
 
 
 def refusal(hop: Hop, certificate: SSHCertificate) -> str:

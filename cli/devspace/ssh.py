@@ -1,5 +1,8 @@
 """SSH to a space: one connection, through the gateway to the pod's sidecar, host keys pinned.
 
+The gateway hop is made by this computer's OpenSSH client where there is one (`devspace.jump`:
+twice the throughput), by paramiko otherwise; the hop to the sidecar always by paramiko.
+
 `Connection` opens lazily on first use, is a context manager, owns one SFTP client, runs and
 streams commands, and forwards local ports in threads whose errors come back on `check()` and
 `close()` (as Fabric's `Connection`). paramiko's exceptions stop here: everything raised is a
@@ -29,8 +32,19 @@ from devspace.channels import (
     drain,
     feed,
 )
-from devspace.errors import AuthError, SshError
-from devspace.hops import Hop, Identity, PinnedHostKey, dial, refusal
+from devspace.errors import SshError
+from devspace.hops import (
+    CertificateRefused,
+    Hop,
+    HostKeyMismatch,
+    Identity,
+    PinnedHostKey,
+    dial,
+    mismatch,
+    refusal,
+    tunnel,
+)
+from devspace.jump import HOST_KEY_ALGORITHMS, OpenSshHop, gateway_client
 
 __all__ = [
     "CertificateRefused",
@@ -50,16 +64,6 @@ __all__ = [
 # for servers without GCM.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 DIGESTS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256")
-# Host key algorithms to ask for, per pinned key type, so the server presents the pinned key.
-_HOST_KEY_ALGORITHMS = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"]}
-
-
-class HostKeyMismatch(SshError):
-    """The server presented a host key other than the pinned one."""
-
-
-class CertificateRefused(AuthError):
-    """A hop refused the user's certificate (expired, not yet valid, wrong user or CA)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Connection:
         self.ciphers = tuple(ciphers)
         self._lock = threading.RLock()
         self._transports: list[paramiko.Transport] = []  # outermost first
+        self._jump: OpenSshHop | None = None  # the gateway hop, when OpenSSH makes it
         self._sftp: paramiko.SFTPClient | None = None
         self._forwards: list[LocalForward] = []
         self._requests = threading.Lock()  # paramiko waits for one global request at a time
@@ -117,12 +122,22 @@ class Connection:
                 return
             key, certificate = self.identity.load()
             try:
-                first = self.gateway or self.target
-                sock: socket.socket | paramiko.Channel = dial(first, self.timeout)
-                if self.gateway is not None:
+                if self.gateway is None:
+                    sock = dial(self.target, self.timeout)
+                    self._handshake(self.target, sock, key, certificate)
+                elif (program := gateway_client(self.gateway)) is not None:
+                    self._jump = OpenSshHop(
+                        program, self.gateway, self.target, self.identity,
+                        ciphers=self.ciphers, macs=DIGESTS, timeout=self.timeout,
+                        keepalive=self.keepalive,
+                    )  # fmt: skip
+                    self._handshake(self.target, self._jump.sock, key, certificate)
+                    self._jump.settled()
+                else:
+                    sock = dial(self.gateway, self.timeout)
                     outer = self._handshake(self.gateway, sock, key, certificate)
-                    sock = self._tunnel(outer)
-                self._handshake(self.target, sock, key, certificate)
+                    channel = tunnel(outer, self.gateway, self.target, self.timeout)
+                    self._handshake(self.target, channel, key, certificate)
             except BaseException:
                 self._close_transports()
                 raise
@@ -130,7 +145,7 @@ class Connection:
     def _handshake(
         self,
         hop: Hop,
-        sock: socket.socket | paramiko.Channel,
+        sock: socket.socket | paramiko.Channel | paramiko.ProxyCommand,
         key: paramiko.PKey,
         certificate: SSHCertificate,
     ) -> paramiko.Transport:
@@ -140,22 +155,23 @@ class Connection:
         options.ciphers = [c for c in self.ciphers if c in options.ciphers]
         options.digests = [d for d in DIGESTS if d in options.digests]
         if hop.host_key.key_type:
-            options.key_types = _HOST_KEY_ALGORITHMS.get(
-                hop.host_key.key_type, [hop.host_key.key_type]
+            options.key_types = HOST_KEY_ALGORITHMS.get(
+                hop.host_key.key_type, (hop.host_key.key_type,)
             )
+        # Behind OpenSSH the first bytes wait for the whole gateway hop, which has its own
+        # timeouts: give them time to fire first, as their messages say more.
+        timeout = self.timeout * 2 if self._jump is not None else self.timeout
+        transport.banner_timeout = timeout
         try:
-            transport.start_client(timeout=self.timeout)
+            transport.start_client(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as error:
+            if self._jump is not None and (why := self._jump.failure(certificate)) is not None:
+                raise why from error
             raise SshError(f"SSH handshake with {hop} failed: {error}") from error
         presented = transport.get_remote_server_key().fingerprint
         if presented != hop.host_key.fingerprint:
             # Checked before authenticating, so an impostor never sees our certificate.
-            raise HostKeyMismatch(
-                f"host key mismatch for {hop}: expected {hop.host_key.fingerprint}, got "
-                f"{presented} — the pod was replaced or someone is intercepting the connection; "
-                "run `devspace spaces show` to see the published key, and do not connect until "
-                "they agree"
-            )
+            raise mismatch(hop, presented)
         try:
             transport.auth_publickey(hop.user, key)
         except paramiko.AuthenticationException as error:
@@ -167,27 +183,24 @@ class Connection:
         transport.set_keepalive(self.keepalive)
         return transport
 
-    def _tunnel(self, gateway: paramiko.Transport) -> paramiko.Channel:
-        target = (self.target.host, self.target.port)
-        try:
-            return gateway.open_channel(
-                "direct-tcpip", target, ("127.0.0.1", 0), timeout=self.timeout
-            )
-        except paramiko.ChannelException as error:
-            raise SshError(
-                f"{self.gateway} refused to connect to {self.target} ({target[0]}:{target[1]}): "
-                f"{error.text} — the space is not running or is not yours; check "
-                "`devspace spaces show`"
-            ) from error
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            raise SshError(f"{self.gateway} could not reach {self.target}: {error}") from error
-
     def _transport(self) -> paramiko.Transport:
         self.open()
         transport = self._transports[-1]
         if not transport.is_active():
-            raise SshError(f"the connection to {self.target} was lost")
+            raise self._lost()
         return transport
+
+    def _lost(self) -> SshError:
+        why = self._jump.why_ended() if self._jump is not None else None
+        return SshError(f"the connection to {self.target} was lost" + (f" ({why})" if why else ""))
+
+    @property
+    def gateway_client(self) -> str | None:
+        """Return who made the gateway hop of the open connection: "openssh" or "paramiko";
+        None without a gateway or before `open`."""
+        if self.gateway is None or not self._transports:
+            return None
+        return "openssh" if self._jump is not None else "paramiko"
 
     @property
     def cipher(self) -> str:
@@ -360,7 +373,7 @@ class Connection:
         for forward in self._forwards:
             forward.check()
         if self._transports and not self._transports[-1].is_active():
-            raise SshError(f"the connection to {self.target} was lost")
+            raise self._lost()
 
     def close(self) -> None:
         """Stop forwards, close SFTP and every hop; safe to call twice.
@@ -387,6 +400,9 @@ class Connection:
         for transport in reversed(self._transports):  # the inner one rides on the outer
             transport.close()
         self._transports.clear()
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
 
     def __enter__(self) -> Connection:
         return self

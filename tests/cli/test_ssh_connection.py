@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,8 +24,9 @@ import pytest
 # Every fixture of the sidecar's conftest, as they depend on one another by name and their set
 # still grows: this module gets its own sidecar pod, made exactly as tests/ssh makes it.
 from ssh.conftest import *  # noqa: F403
-from ssh.conftest import OWNER, Keys, Sidecar, keygen
+from ssh.conftest import Keys, Sidecar
 
+from cli.jump_host import JumpHost, free_local_port, identity, pin, running_jump_host
 from devspace.errors import AuthError, SshError, UsageError
 from devspace.ssh import (
     CertificateRefused,
@@ -45,15 +43,6 @@ from testbed.eventually import eventually
 pytestmark = [pytest.mark.kube, pytest.mark.node]
 
 
-def identity(keys: Keys, name: str, **signing: object) -> Identity:
-    key = keys.sign(name, **signing)  # type: ignore[arg-type]
-    return Identity(key, key.with_name(f"{name}-cert.pub"))
-
-
-def pin(public_key: Path) -> PinnedHostKey:
-    return PinnedHostKey.published(public_key.read_text())
-
-
 @pytest.fixture
 def target(sidecar: Sidecar, keys: Keys) -> Hop:
     return Hop(sidecar.ip, 2222, "dev", pin(keys.path("host.pub")), name="space test")
@@ -63,12 +52,6 @@ def target(sidecar: Sidecar, keys: Keys) -> Hop:
 def connection(target: Hop, keys: Keys) -> Iterator[Connection]:
     with Connection(target, identity(keys, "connection")) as connection:
         yield connection
-
-
-def free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # One hop: straight to the sidecar.
@@ -262,76 +245,21 @@ def test_close_is_idempotent_and_final(target: Hop, keys: Keys) -> None:
 # Two hops: through a jump host to the sidecar.
 
 
-@dataclass(frozen=True)
-class JumpHost:
-    hop: Hop
-    log: Path
-
-
 @pytest.fixture(scope="module")
 def jump_host(sidecar: Sidecar, keys: Keys) -> Iterator[JumpHost]:
-    """Debian's real sshd on 127.0.0.1 in the gateway's shape, as a stand-in for it.
-
-    Like sshd-image/gateway/sshd_config it trusts the CA, allows only `direct-tcpip` and only
-    to the sidecar's `podIP:2222`, and has no sessions (`MaxSessions 0`). It runs non-root as
-    `devspace`, the gateway's login user, which exists only in the private mount namespace it
-    runs in (this machine's own accounts are locked, and sshd refuses locked accounts). Its
-    principals file is fixed: the production gateway (sshd-image/gateway, whose principals and
-    permitopen come from the server) replaces this jump host in the end-to-end tests once the
-    server's gateway endpoint exists.
-    """
-    directory = Path(tempfile.mkdtemp(prefix="devspace-jump-"))
-    directory.chmod(0o755)  # pytest's own temporary directories are closed to other users
-    keygen(directory / "host")
-    shutil.copy(keys.path("ca.pub"), directory / "ca.pub")
-    (directory / "principals").write_text(f"{OWNER}\n")
-    (directory / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\ndevspace:x:10001:10001::/nonexistent:/usr/sbin/nologin\n"
-    )
-    (directory / "group").write_text("root:x:0:\ndevspace:x:10001:\n")
-    port = free_local_port()
-    (directory / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1:{port}\n"
-        f"HostKey {directory / 'host'}\n"
-        "PidFile none\nUsePAM no\nStrictModes no\n"
-        "AuthenticationMethods publickey\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        f"TrustedUserCAKeys {directory / 'ca.pub'}\n"
-        "AuthorizedKeysFile none\n"
-        f"AuthorizedPrincipalsFile {directory / 'principals'}\n"
-        "MaxSessions 0\nPermitTTY no\nForceCommand /bin/false\n"
-        f"AllowTcpForwarding local\nPermitOpen {sidecar.ip}:2222\nPermitListen none\n"
-        "AllowAgentForwarding no\nX11Forwarding no\nPermitTunnel no\nLogLevel VERBOSE\n"
-    )
-    for path in directory.iterdir():
-        os.chown(path, 10001, 10001)
-    # unshare, sh, setpriv and sshd exec one another: the process we start is sshd itself.
-    script = (
-        f"mount --bind {directory}/passwd /etc/passwd && "
-        f"mount --bind {directory}/group /etc/group && "
-        "exec setpriv --reuid=10001 --regid=10001 --clear-groups "
-        f"/usr/sbin/sshd -D -e -f {directory}/sshd_config"
-    )
-    log = directory / "sshd.log"
-    with log.open("wb") as stderr:
-        sshd = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script], stderr=stderr
-        )
-    try:
-        eventually(
-            lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-            what="the jump host to listen",
-            timeout=10,
-            ignore=(OSError,),
-        )
-        hop = Hop("127.0.0.1", port, "devspace", pin(directory / "host.pub"), name="the gateway")
-        yield JumpHost(hop, log)
-    finally:
-        sshd.terminate()
-        sshd.wait(timeout=10)
-        shutil.rmtree(directory)
+    with running_jump_host(sidecar, keys) as host:
+        yield host
 
 
+@pytest.fixture(params=["openssh", "paramiko"])
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who makes the gateway hop: each two-hop test runs with both (test_gateway_hop.py has
+    the OpenSSH hop's own tests)."""
+    monkeypatch.setenv("DEVSPACE_SSH_CLIENT", request.param)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("client")
 def test_two_hops_run_sftp_and_forward(target: Hop, keys: Keys, jump_host: JumpHost) -> None:
     with Connection(target, identity(keys, "two-hops"), gateway=jump_host.hop) as connection:
         assert connection.run("id -un; echo $SSH_CONNECTION").stdout.split()[0] == b"dev"
@@ -341,6 +269,7 @@ def test_two_hops_run_sftp_and_forward(target: Hop, keys: Keys, jump_host: JumpH
         assert "Directory listing" in get(forward.port)
 
 
+@pytest.mark.usefixtures("client")
 def test_a_target_the_jump_host_does_not_permit_fails_clearly(
     target: Hop, keys: Keys, jump_host: JumpHost
 ) -> None:
@@ -356,6 +285,7 @@ def test_a_target_the_jump_host_does_not_permit_fails_clearly(
     assert "to connect to host 127.0.0.1 port 2222, but the request was denied" in log
 
 
+@pytest.mark.usefixtures("client")
 def test_the_jump_hosts_key_is_pinned_too(target: Hop, keys: Keys, jump_host: JumpHost) -> None:
     gateway = Hop(
         jump_host.hop.host,

@@ -1,8 +1,11 @@
-"""`devspace.remote.connect`: paramiko over two hops, through the real gateway, to the user's
-own sidecar — everything it needs read from the real server's API (issue 5's two-hop test)."""
+"""`devspace.remote.connect`: two hops, through the real gateway, to the user's own sidecar —
+everything it needs read from the real server's API (issue 5's two-hop test). Each test runs
+with the gateway hop made by OpenSSH (`devspace.jump`, the default) and by paramiko."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -15,18 +18,33 @@ from devspace.remote import connect, gateway_hop, sidecar_hop, space_path
 from devspace.ssh import Connection, HostKeyMismatch
 from devspace_server.ca import new_host_key
 
-from .conftest import PORT, SPACE, Bed
+from .conftest import PORT, SPACE, Bed, Result
 
 pytestmark = [pytest.mark.kube, pytest.mark.node]
 
 
-def test_connect_reaches_the_users_own_pod_through_the_gateway(bed: Bed) -> None:
+@pytest.fixture(params=["openssh", "paramiko"], autouse=True)
+def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who makes the gateway hop: every test here runs once with each."""
+    monkeypatch.setenv("DEVSPACE_SSH_CLIENT", request.param)
+    return str(request.param)
+
+
+def test_connect_reaches_the_users_own_pod_through_the_gateway(bed: Bed, client: str) -> None:
     with connect(Api(bed.url), SPACE) as connection:
         result = connection.run("echo $USER $PWD; hostname -I")
-        # Two transports: the gateway's over TCP, the sidecar's over its direct-tcpip channel.
-        outer, inner = connection._transports
-        assert outer.getpeername()[0] == bed.gateway_ip
-        assert isinstance(inner.sock, paramiko.Channel)
+        if client == "paramiko":
+            # Two transports: the gateway's over TCP, the sidecar's over a direct-tcpip channel.
+            outer, inner = connection._transports
+            assert outer.getpeername()[0] == bed.gateway_ip
+            assert isinstance(inner.sock, paramiko.Channel)
+        else:
+            # One paramiko transport, to the sidecar, over `ssh -W` to the gateway.
+            (inner,) = connection._transports
+            assert isinstance(inner.sock, socket.socket)
+            assert connection._jump is not None
+            assert connection._jump.argv[-1] == bed.gateway_ip
+            assert connection._jump.process.poll() is None
     assert result.exit_status == 0, result.stderr
     user, cwd, *addresses = result.stdout.decode().split()
     assert (user, cwd) == ("dev", "/workspace")
@@ -77,3 +95,34 @@ def test_a_wrong_gateway_host_key_aborts_before_authenticating(bed: Bed, tmp_pat
     assert "host key mismatch for the gateway" in message
     assert "do not connect" in message
     assert caught.value.exit_code == 5
+
+
+def test_the_cli_reports_a_wrong_gateway_key_without_a_traceback(
+    bed: Bed, tmp_path: Path, devspace: Callable[..., Result]
+) -> None:
+    impostor = tmp_path / "impostor.pub"
+    impostor.write_text(new_host_key().public_line + "\n")
+    with bed.serving(f"{bed.gateway_ip}:{PORT}", impostor):
+        result = devspace("exec", SPACE, "--", "true")
+    assert result.code == 5
+    assert "host key mismatch for the gateway: expected SHA256:" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_the_cli_reports_a_gateway_that_does_not_answer(
+    bed: Bed, keys_file_free_port: tuple[Path, int], devspace: Callable[..., Result]
+) -> None:
+    keys, port = keys_file_free_port
+    with bed.serving(f"127.0.0.1:{port}", keys):
+        result = devspace("exec", SPACE, "--", "true")
+    assert result.code == 5
+    assert f"connection refused by the gateway at 127.0.0.1:{port}" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.fixture
+def keys_file_free_port(bed: Bed) -> tuple[Path, int]:
+    """The gateway's real keys file, and a local port where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return bed.gateway_keys_file, int(probe.getsockname()[1])

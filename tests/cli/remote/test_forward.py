@@ -97,6 +97,72 @@ def test_a_forwarded_port_answers_and_ctrl_c_ends_cleanly(bed: Bed) -> None:
         assert all("Directory listing" in r for r in results)
 
 
+def ssh_children(pid: int) -> list[int]:
+    """The `ssh` processes that process `pid` started (its gateway hops)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == "ssh":
+                    found.append(int(child))
+            except FileNotFoundError:  # gone meanwhile
+                continue
+    return found
+
+
+def test_a_tunnel_recovers_when_its_openssh_gateway_hop_is_killed(bed: Bed) -> None:
+    with forwarding(SPACE, "0:8000") as running:
+        port = running.local_ports[0]
+        assert "Directory listing" in get(port)
+        (hop,) = ssh_children(running.process.pid)
+        os.kill(hop, signal.SIGKILL)
+        eventually(
+            lambda: ssh_children(running.process.pid) not in ([], [hop]),
+            what="a new gateway hop",
+            timeout=20,
+        )
+        body = eventually(lambda: _answer(port), what="the tunnel to work again", timeout=20)
+        assert "Directory listing" in body
+    print(running.stderr.decode())  # shown with -s or a failure
+    assert b"killed by signal 9" in running.stderr, running.stderr
+    assert b"reconnected" in running.stderr, running.stderr
+
+
+def test_a_killed_devspace_leaves_no_ssh_behind(bed: Bed) -> None:
+    process = subprocess.Popen(
+        [*CLI, "forward", SPACE, "0:8000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(b"127.0.0.1:")  # connected, forwarding
+        (hop,) = ssh_children(process.pid)
+        process.kill()  # no chance to clean up: the hop must notice its input end by itself
+        process.communicate(timeout=10)
+        eventually(lambda: _gone(hop), what="the ssh process to end", timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    # An orphan that has exited but that nobody has reaped yet is as good as gone.
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_with_paramiko_for_the_gateway_hop_a_tunnel_works_too(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVSPACE_SSH_CLIENT", "paramiko")
+    with forwarding(SPACE, "0:8000") as running:
+        assert "Directory listing" in get(running.local_ports[0])
+        assert ssh_children(running.process.pid) == []
+
+
 def test_a_local_port_in_use_is_a_clear_error(bed: Bed, devspace: Callable[..., Result]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

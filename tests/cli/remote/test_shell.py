@@ -64,6 +64,9 @@ def test_enter_is_the_same_command(bed: Bed) -> None:
     try:
         child.sendline("echo in$((6*7)) $USER")
         child.expect("in42 dev")
+        # At the prompt, not before: a Ctrl-D that reaches the pod's PTY while bash has not
+        # yet set it up for the next line can be lost, and the shell would wait on.
+        child.expect(r"\$ ")
         child.sendeof()  # Ctrl-D at the prompt ends the shell
         assert finish(child) == 0
     finally:
