@@ -248,21 +248,28 @@ class Run:
         self._last_line: tuple[object, ...] = ()
         errors: list[BaseException] = []
 
+        # Waited for with an Event, not Thread.join: a join that Ctrl-C interrupts marks the
+        # thread as finished while it still runs (CPython 3.11's bpo-45274 handling), and the
+        # engine would be cut off before it stops its watchers and records its state.
+        finished = threading.Event()
+
         def running() -> None:
             try:
                 session.run()
             except BaseException as error:  # re-raised on the main thread below
                 errors.append(error)
+            finally:
+                finished.set()
 
-        worker = threading.Thread(target=running, name="sync", daemon=True)
-        worker.start()
+        threading.Thread(target=running, name="sync", daemon=True).start()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
+            while not finished.wait(0.2):
+                pass
         except KeyboardInterrupt:
             self._stopping = True  # the status line is cleared, not rewritten, from here on
             session.stop()
-            worker.join(30)
+            finished.wait(30)
+            raise  # stopped cleanly; still exit 130, as any program Ctrl-C ended
         finally:
             self.clear()
         if errors:

@@ -35,13 +35,8 @@ from devspace.sync.operations import (
     SyncPlan,
 )
 from devspace.sync.outcome import ApplyResult, Observed, Progress, Stale, matches, stale_reason
-from devspace.sync.podwrite import (
-    TAR_MAX_FILE,
-    TAR_MIN_FILES,
-    WINDOW_BYTES,
-    WINDOW_FILES,
-    PodWriter,
-)
+from devspace.sync.podstream import TAR_MAX_FILE
+from devspace.sync.podwrite import TAR_MIN_FILES, WINDOW_BYTES, WINDOW_FILES, PodWriter
 from devspace.sync.policy import TEMPORARY_PREFIX
 from devspace.sync.remote import ConnectionLost, PodFolder, RemoteError, lost
 from devspace.sync.snapshot import DIRECTORY, Ancestor, Entry, Kind, Side, Snapshot, is_normal_path

@@ -13,7 +13,9 @@ at once. A brake holds the engine (state "held") until `on_brake` confirms.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
+import shlex
 import sys
 import threading
 import time
@@ -31,12 +33,12 @@ from devspace.sync.once import PassReport, sync_once
 from devspace.sync.operations import SyncPlan
 from devspace.sync.outcome import Progress
 from devspace.sync.plan import PlanOptions, conflict_stamp
+from devspace.sync.podwatch import RemoteWatcher
 from devspace.sync.policy import IgnoreRules, NameRules
 from devspace.sync.remote import ConnectionLost, PodFolder
-from devspace.sync.scope import scoped_pass
-from devspace.sync.snapshot import Ancestor, parent
+from devspace.sync.scope import not_ignored, scoped_pass
 from devspace.sync.state import AncestorStore
-from devspace.sync.watch import Batch, Changes, LocalWatcher, RemoteWatcher
+from devspace.sync.watch import Batch, Changes, LocalWatcher
 
 log = logging.getLogger(__name__)
 _RETRIES_AFTER_STALE = 3
@@ -53,6 +55,7 @@ class LiveOptions:
     poll_every: float = 2.0  # seconds between full passes while a watcher cannot run
     reconnect_delays: tuple[float, ...] = (0.2, 1.0, 2.0, 5.0, 10.0, 30.0)
     quiet: float = 0.005  # coalescing: seconds without a new event
+    settled: float = 0.001  # coalescing: the same after an event that ended a write
     longest: float = 0.1  # coalescing: seconds after the first event at most
     burst_limit: int = 4096  # events per second on one side taken for a possible overflow
     watcher: str = "inotifywait"  # the program the pod's watcher runs
@@ -107,7 +110,10 @@ class SyncSession:
         self.on_brake = on_brake
         self.progress = progress
         self.changes = Changes(
-            quiet=self.live.quiet, longest=self.live.longest, burst_limit=self.live.burst_limit
+            quiet=self.live.quiet,
+            settled=self.live.settled,
+            longest=self.live.longest,
+            burst_limit=self.live.burst_limit,
         )
         self.lock = FolderLock(store.key, state_dir)
         self.status_file = status_path(store.key, state_dir)
@@ -121,7 +127,8 @@ class SyncSession:
         self._remote: RemoteWatcher | None = None
         self._connection: Connection | None = None
         self._pod: PodFolder | None = None
-        self._ancestor: Ancestor | None = None
+        # The rules of the last full pass; None until one ran (a scoped pass needs them). The
+        # ancestor itself stays in the store: scoped passes read the records they need.
         self._rules: IgnoreRules | None = None
         self._watch_retry = 0.0
         self._full_seconds = 0.0  # how long the last full pass took: polling waits longer
@@ -144,10 +151,12 @@ class SyncSession:
             try:
                 self._run()
             finally:
+                log.debug("sync: stopping")
                 self._local.stop()
                 self._disconnect()
                 self.store.close()  # SQLite objects belong to the thread that made them
                 self._report("stopped", message=self.status.message)
+                log.debug("sync: stopped")
 
     def _run(self) -> None:
         attempt = 0
@@ -179,6 +188,10 @@ class SyncSession:
         self._connection = connection
         sftp = connection.sftp()
         pod = self._pod = PodFolder(sftp, self.remote_root)
+        if not self.store.recorded():
+            # A first sync makes its pod folder (as `--once` does); later, a missing one is a
+            # warning sign (a wiped volume) that the empty-root brake reports.
+            pod.run(f"mkdir -p -- {shlex.quote(self.remote_root)}")
         self._remote = RemoteWatcher(
             pod.transport, self.remote_root, self.changes, program=self.live.watcher
         )
@@ -226,6 +239,8 @@ class SyncSession:
                 next_full = time.monotonic() + self.live.full_every
             else:
                 self._scoped(pod, batch)
+            # Not kept while the next one is awaited: an idle engine would hold its paths.
+            del batch
 
     def _polling(self) -> bool:
         remote = self._remote
@@ -272,7 +287,7 @@ class SyncSession:
             )
             self.passes += 1
             self.full_passes += 1
-            self._ancestor, self._rules = report.ancestor, report.rules
+            self._rules = report.rules
             if report.stopped:
                 if self.on_brake is not None and self.on_brake(report.plan):
                     confirmed = frozenset(b.reason for b in report.plan.brakes)
@@ -287,50 +302,31 @@ class SyncSession:
         _give_back_memory()
 
     def _scoped(self, pod: PodFolder, batch: Batch) -> None:
-        ancestor, rules = self._ancestor, self._rules
-        touched = self._relevant(batch, rules)
+        rules = self._rules
+        touched = not_ignored(batch.local | batch.remote, rules)
         if not touched:
             return
-        if ancestor is None or rules is None or self.status.state == "held":
+        if rules is None or self.status.state == "held":
             self._full(pod)
             return
         self._report("syncing", pending=len(touched))
-        result = scoped_pass(
+        report = scoped_pass(
             self.local_root,
             pod,
             self.store,
-            ancestor,
             touched,
             rules=rules,
             options=self._plan_options(),
             progress=self.progress,
+            pod_unchanged=not batch.remote and not self._polling(),
         )
-        if result is None:
+        if report is None:
             self._full(pod)
             return
-        report, self._ancestor = result
         self.passes += 1
         self._finished(report)
         if not report.settled and report.applied is not None:
             self._full(pod)  # something changed under the plan: look again, everywhere
-
-    def _relevant(self, batch: Batch, rules: IgnoreRules | None) -> set[str]:
-        touched = set(batch.local | batch.remote)
-        if rules is None:
-            return touched
-        ignored_dirs: dict[str, bool] = {}
-
-        def ignored(path: str) -> bool:
-            up = parent(path)
-            while up:
-                if up not in ignored_dirs:
-                    ignored_dirs[up] = rules.ignores(up, True)
-                if ignored_dirs[up]:
-                    return True
-                up = parent(up)
-            return rules.ignores(path, False) and rules.ignores(path, True)
-
-        return {p for p in touched if not ignored(p)}
 
     def _finished(self, report: PassReport, state: str = "idle", message: str = "") -> None:
         conflicts = tuple(c.path for c in report.plan.conflicts)
@@ -391,9 +387,15 @@ class SyncSession:
 
 
 def _give_back_memory() -> None:
-    """Return the heap a full pass freed to the OS (glibc keeps it otherwise): a pass over a
-    large tree builds several snapshots at once, and an idle engine should not keep their
-    peak resident."""
+    """Return the memory a full pass freed to the OS: a pass over a large tree builds several
+    snapshots at once, and an idle engine should not keep their peak resident.
+
+    Python frees one of its 1 MiB arenas only once nothing in it is allocated; the free lists
+    of tuples (up to 2,000 per length: the pass's last records) count as allocated and pin
+    dozens of them. A full collection empties those lists; glibc then keeps
+    its own freed heap until `malloc_trim` gives it back.
+    """
+    gc.collect()
     if sys.platform != "linux":
         return
     try:

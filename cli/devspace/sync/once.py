@@ -18,7 +18,7 @@ from devspace.sync.apply import (
 from devspace.sync.operations import SyncPlan
 from devspace.sync.outcome import ApplyResult, Progress
 from devspace.sync.plan import PlanOptions, conflict_stamp, needs_digest, plan
-from devspace.sync.podwrite import remove_temporaries
+from devspace.sync.podstream import remove_temporaries
 from devspace.sync.policy import IgnoreRules, NameRules
 from devspace.sync.remote import FolderMissing, PodFolder
 from devspace.sync.scan import add_digests, scan

@@ -4,9 +4,10 @@ Each batch of operations is checked against one fresh look at the pod (`PodFolde
 nanosecond mtimes, every parent directory included), so nothing is overwritten or deleted
 that changed since the plan, and nothing is written through a parent that became a link.
 File contents go to `.devspace-tmp-…` names beside their targets — over SFTP with many
-requests in flight, or as one tar stream for a batch of small files — and are checked again
-right before they are renamed into place: an app in the pod never reads half a file, and a
-dropped connection leaves only temporary names, which the next pass removes.
+requests in flight, or as tar streams (`podstream`) for a batch of small files and for every
+large file — and are checked again right before they are renamed into place: an app in the
+pod never reads half a file, and a dropped connection leaves only temporary names, which the
+next pass removes (a large file's stream removes its own once its input ends).
 
 SFTP (version 3) sets whole-second mtimes, and a tar header carries whole seconds too, so the
 pod's copy of a file gets the laptop's mtime rounded down. That is what the pod's entry
@@ -15,14 +16,11 @@ records after a write: exactly what its listing will show.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import secrets
-import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 from paramiko.sftp import int64
 
@@ -36,6 +34,14 @@ from devspace.sync.operations import (
     Upload,
 )
 from devspace.sync.outcome import Observed, Progress, Stale, matches, stale_reason
+from devspace.sync.podstream import (
+    TAR_MAX_FILE,
+    Changed,
+    TarUpload,
+    file_mode,
+    remote_entry,
+    source,
+)
 from devspace.sync.policy import TEMPORARY_PREFIX
 from devspace.sync.remote import (
     CMD_CLOSE,
@@ -53,13 +59,18 @@ from devspace.sync.remote import (
     POSIX_RENAME,
     Pipeline,
     PodFolder,
-    RemoteError,
-    TarChunks,
-    ancestors,
     attributes,
     through_links,
 )
-from devspace.sync.snapshot import DIRECTORY, Entry, Kind, Snapshot, is_normal_path, parent
+from devspace.sync.snapshot import (
+    DIRECTORY,
+    Entry,
+    Kind,
+    Snapshot,
+    ancestors,
+    is_normal_path,
+    parent,
+)
 
 # SFTP data per WRITE request: what every server accepts, less room for the request header so
 # that one request fits one SSH packet (OpenSSH allows 32 KiB per packet on a session).
@@ -67,7 +78,10 @@ BLOCK = 32 * 1024 - 64
 # A batch of at least this many small files goes as one tar stream rather than over SFTP
 # (see the measurements in the sync tests' module docstring).
 TAR_MIN_FILES = 64
-TAR_MAX_FILE = 1 << 20  # bigger files stream over SFTP with bounded memory
+# A file at least this big goes as its own tar stream rather than over SFTP, even alone: the
+# stream needs no answer per 32 KiB (see the large-file row in BENCHMARKS.md).
+STREAM_MIN_FILE = 8 << 20
+STREAMS = 2  # tar streams at once (see `_streams`)
 WINDOW_FILES = 1000  # operations checked and renamed together
 WINDOW_BYTES = 64 << 20
 OPEN_FILES = 64  # temporary files open at once in the pod
@@ -75,32 +89,6 @@ OPEN_FILES = 64  # temporary files open at once in the pod
 Content = Upload | MakeSymlink
 Staged = tuple[Content, str, Entry]  # an operation, its temporary name, the entry it will be
 _Op = TypeVar("_Op", bound=Operation)
-
-
-def remote_entry(op: Upload) -> Entry:
-    """What the pod's listing shows for `op`'s file once written: mtime in whole seconds."""
-    seconds = op.source.mtime_ns // 1_000_000_000
-    return op.source._replace(mtime_ns=seconds * 1_000_000_000, executable=_executable(op))
-
-
-def _executable(op: Upload) -> bool:
-    if op.source.executable is not None:
-        return op.source.executable
-    # The laptop cannot tell (Windows): keep what the pod had, or a plain file.
-    return bool(op.replaces and op.replaces.kind is Kind.FILE and op.replaces.executable)
-
-
-def _mode(executable: bool) -> int:
-    return 0o755 if executable else 0o644
-
-
-def remove_temporaries(pod: PodFolder, paths: Sequence[str]) -> None:
-    """Remove leftover temporary files in the pod (a pass cut short). Raises ConnectionLost."""
-    pipe = pod.pipeline()
-    for path in paths:
-        if path.rpartition("/")[2].startswith(TEMPORARY_PREFIX) and is_normal_path(path):
-            pipe.send(CMD_REMOVE, pod.path(path))
-    pipe.drain()  # a directory of that name stays: sync never makes one
 
 
 class PodWriter:
@@ -233,7 +221,9 @@ class PodWriter:
         for op in ops:
             path = self.pod.path(op.path)
             if isinstance(op, SetMode):
-                sent.append((op, pipe.send(CMD_SETSTAT, path, attributes(_mode(op.executable)))))
+                sent.append(
+                    (op, pipe.send(CMD_SETSTAT, path, attributes(file_mode(op.executable))))
+                )
                 continue
             if op.replaces is not None:
                 pipe.send(CMD_REMOVE, path)  # its failure shows in the mkdir's answer
@@ -256,12 +246,55 @@ class PodWriter:
         return f"{up}/{name}" if up else name
 
     def _stage(self, ops: Sequence[Content]) -> list[Staged]:
-        """Write each operation's content to a temporary name; return what was written."""
-        small = [op for op in ops if isinstance(op, Upload) and op.source.size <= TAR_MAX_FILE]
-        if not (self.tar if self.tar is not None else len(small) >= TAR_MIN_FILES):
+        """Write each operation's content to a temporary name; return what is left to place.
+
+        Files streamed by tar that replace nothing are put in place by the stream's own command
+        and recorded here, not returned.
+        """
+        uploads = [op for op in ops if isinstance(op, Upload)]
+        small = [op for op in uploads if op.source.size <= TAR_MAX_FILE]
+        use_tar = self.tar if self.tar is not None else len(small) >= TAR_MIN_FILES
+        by_tar = list(small) if use_tar else []
+        if self.tar is not False:
+            by_tar += [op for op in uploads if op.source.size >= STREAM_MIN_FILE]
+        if not by_tar:
             return self._sftp(ops)
-        by_tar = {id(op) for op in small}
-        return self._tar(small) + self._sftp([op for op in ops if id(op) not in by_tar])
+        streamed = {id(op) for op in by_tar}
+        return self._streams(by_tar) + self._sftp([op for op in ops if id(op) not in streamed])
+
+    def _streams(self, ops: Sequence[Upload]) -> list[Staged]:
+        """Send `ops` as up to `STREAMS` tar streams at once; return the files left to place.
+
+        Creating files is most of the pod's work (each new inode costs far more than its
+        bytes): two streams keep two of its cores busy, as rsync's generator and receiver do.
+        """
+        count = max(1, min(STREAMS, len(ops) // TAR_MIN_FILES))
+        step = -(-len(ops) // count)
+        streams = [
+            TarUpload(
+                self.pod,
+                self.local_root,
+                [(op, self._temporary(op.path)) for op in ops[start : start + step]],
+                self._temporary("list"),
+                self.progress,
+            )
+            for start in range(0, len(ops), step)
+        ]
+        with ThreadPoolExecutor(len(streams), thread_name_prefix="sync-stream") as pool:
+            futures = [pool.submit(stream.run) for stream in streams]
+        left: list[Staged] = []
+        errors = [error for f in futures if (error := f.exception()) is not None]
+        for future in futures:
+            if future.exception() is None:  # what a finished stream placed is recorded even if
+                result = future.result()  # another one lost the connection
+                for op, _, entry in result.placed:
+                    self.observed.set(op.path, entry)
+                    self.done.append(op)
+                self.stale += result.stale
+                left += result.staged
+        if errors:
+            raise errors[0]
+        return left
 
     def _sftp(self, ops: Sequence[Content]) -> list[Staged]:
         staged: list[Staged] = []
@@ -292,7 +325,7 @@ class PodWriter:
                 continue
             entry = remote_entry(op)
             written = self._stream(pipe, op, reply.handle, checks)
-            attrs = attributes(_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000)
+            attrs = attributes(file_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000)
             checks.append((op, pipe.send(CMD_FSETSTAT, reply.handle, attrs)))
             checks.append((op, pipe.send(CMD_CLOSE, reply.handle)))
             if written:
@@ -312,52 +345,17 @@ class PodWriter:
     ) -> bool:
         """Send the local file's bytes as WRITE requests; False if it changed meanwhile."""
         try:
-            with _source(self.local_root, op) as source:
+            with source(self.local_root, op) as file:
                 offset = 0
-                while block := source.read(BLOCK):
+                while block := file.read(BLOCK):
                     checks.append((op, pipe.send(CMD_WRITE, handle, int64(offset), block)))
                     offset += len(block)
                     if self.progress:
                         self.progress(len(block))
-        except (OSError, _Changed) as error:
+        except (OSError, Changed) as error:
             self.stale.append(Stale(op, f"{op.path!r} could not be read: {error}"))
             return False
         return True
-
-    def _tar(self, ops: Sequence[Upload]) -> list[Staged]:
-        staged: list[Staged] = []
-
-        def archive() -> Iterator[bytes]:
-            chunks = TarChunks()
-            with tarfile.open(
-                fileobj=chunks, mode="w|", format=tarfile.GNU_FORMAT, errors="surrogateescape"
-            ) as tar:
-                for op in ops:
-                    try:
-                        with _source(self.local_root, op) as source:
-                            data = source.read()
-                    except (OSError, _Changed) as error:
-                        self.stale.append(Stale(op, f"{op.path!r} could not be read: {error}"))
-                        continue
-                    entry = remote_entry(op)
-                    temporary = self._temporary(op.path)
-                    info = tarfile.TarInfo(temporary)
-                    info.size, info.mode = len(data), _mode(bool(entry.executable))
-                    info.mtime = entry.mtime_ns // 1_000_000_000
-                    tar.addfile(info, io.BytesIO(data))
-                    staged.append((op, temporary, entry))
-                    if self.progress:
-                        self.progress(len(data))
-                    yield from chunks.take()
-            yield from chunks.take(last=True)
-
-        try:
-            self.pod.stream_tar(archive())
-        except RemoteError as error:
-            remove_temporaries(self.pod, [temporary for _, temporary, _ in staged])
-            self.stale.extend(Stale(op, str(error)) for op, _, _ in staged)
-            return []
-        return staged
 
     def _place(self, staged: Sequence[Staged]) -> None:
         """Check each target once more, then rename the temporary files into place."""
@@ -393,28 +391,3 @@ class PodWriter:
                 self.stale.append(Stale(op, f"the pod refused to put it in place: {reply.text}"))
                 pipe.send(CMD_REMOVE, self.pod.path(temporary))
         pipe.drain()
-
-
-class _Changed(Exception):
-    """The local file is not the one the plan saw."""
-
-
-@contextlib.contextmanager
-def _source(root: Path, op: Upload) -> Iterator[BinaryIO]:
-    """The local file `op` uploads, checked against the plan before and after it is read.
-
-    Raises OSError if it cannot be read, _Changed if it is not (or no longer) the planned file.
-    """
-    full = os.path.join(root, *op.path.split("/"))
-    # Never follow a link that replaced the file since the scan.
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    with os.fdopen(os.open(full, flags), "rb") as file:
-        _check_source(file, op)
-        yield file
-        _check_source(file, op)  # not written to while it was read
-
-
-def _check_source(file: BinaryIO, op: Upload) -> None:
-    info = os.fstat(file.fileno())
-    if (info.st_size, info.st_mtime_ns) != (op.source.size, op.source.mtime_ns):
-        raise _Changed("it changed since the plan")

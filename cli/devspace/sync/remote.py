@@ -14,12 +14,11 @@ in it) may still be sent back to back.
 
 from __future__ import annotations
 
-import io
 import shlex
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import paramiko
 from paramiko import sftp as sftp_protocol
@@ -28,6 +27,7 @@ from devspace.sync.errors import ListingError, SyncError
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.scan import LISTING_HEADER, listing_command, parse_listing
 from devspace.sync.snapshot import DIRECTORY, Entry, Kind, Snapshot, parent
+from devspace.sync.tarstream import extract_command
 
 # Errors that mean the connection is gone rather than that one request was refused.
 _DROPPED = (paramiko.SSHException, EOFError, socket.error)
@@ -202,7 +202,10 @@ class PodFolder:
             def feed() -> None:
                 try:
                     for chunk in stdin:
-                        channel.sendall(chunk)
+                        # paramiko's sendall copies what is left after every packet: a view
+                        # makes those copies free (a 1 MiB chunk was copied 16 times over). The
+                        # stubs ask for bytes; paramiko takes any buffer.
+                        channel.sendall(memoryview(chunk))  # type: ignore[arg-type]
                     channel.shutdown_write()
                 except BaseException as error:  # re-raised on the caller's thread below
                     errors.append(error)
@@ -257,9 +260,11 @@ class PodFolder:
             return {}
         command = (
             f"cd -- {shlex.quote(self.root)} && find -files0-from - -maxdepth 0 "
-            r"-printf '%y\t%m\t%s\t%T@\t%p\0%l\0'"
+            r"-printf '%y\t%m\t%s\t%T@\t%p\0%l\0' 2>/dev/null"
         )
-        # find exits 1 when a path is missing: that is an answer, not a failure.
+        # find exits 1 when a path is missing: that is an answer, not a failure. It also says
+        # so on stderr, in four writes per path: thousands of messages for a new tree, which
+        # cost the pod and the laptop more than the answer itself.
         output = self.run(command, [_null_separated(wanted)], ok=(0, 1))
         found: dict[str, Entry | None] = dict.fromkeys(wanted)
         fields = output.split(b"\0")
@@ -291,16 +296,17 @@ class PodFolder:
                 result[name[2:].decode("utf-8", "surrogateescape")] = "sha256:" + digest.decode()
         return result
 
-    def stream_tar(self, members: Iterator[bytes]) -> None:
+    def stream_tar(
+        self, members: Iterable[bytes], place_list: str | None = None, cleanup: Sequence[str] = ()
+    ) -> bytes:
         """Extract the tar archive `members` produces into the root (`tar -x` in the pod).
 
+        With `place_list` (a member's name), the pairs it lists are then put in place (see
+        `tarstream.extract_command`, which also says what `cleanup` is); returns the placing
+        script's answers, or `tarstream.NO_PERL`.
         Raises RemoteError if tar fails, ConnectionLost if the connection drops.
         """
-        command = (
-            f"cd -- {shlex.quote(self.root)} && "
-            "tar -x -f - --no-same-owner --same-permissions --keep-old-files"
-        )
-        self.run(command, members)
+        return self.run(extract_command(self.root, place_list, cleanup), members)
 
     def tar_of(self, paths: Sequence[str]) -> bytes:
         """A tar archive of the files `paths` (members named `./<path>`), made in one exec.
@@ -313,34 +319,6 @@ class PodFolder:
             "--null --verbatim-files-from -T -"
         )
         return self.run(command, [_null_separated(paths)])
-
-
-class TarChunks(io.RawIOBase):
-    """A write-only file whose written bytes are taken out in chunks (tarfile's output).
-
-    Chunks are at least `least` bytes until the last: one SSH send per small file costs more
-    than the file.
-    """
-
-    def __init__(self, least: int = 256 * 1024) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._least = least
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: object) -> int:
-        chunk = bytes(data)  # type: ignore[call-overload]
-        self._parts.append(chunk)
-        self._size += len(chunk)
-        return len(chunk)
-
-    def take(self, *, last: bool = False) -> Iterator[bytes]:
-        """The bytes written so far as one chunk, if there are enough of them (or `last`)."""
-        if self._parts and (last or self._size >= self._least):
-            parts, self._parts, self._size = self._parts, [], 0
-            yield b"".join(parts)
 
 
 def _null_separated(paths: Iterable[str]) -> bytes:
@@ -358,17 +336,6 @@ def _entry(meta: list[bytes], link: bytes) -> Entry:
         return Entry(Kind.FILE, int(size), mtime_ns, bool(int(mode, 8) & stat.S_IXUSR))
     target = link.decode("utf-8", "surrogateescape") if letter == b"l" else ""
     return Entry(Kind.SYMLINK, target=target)
-
-
-def ancestors(paths: Iterable[str]) -> set[str]:
-    """Every proper ancestor directory of `paths` (the root excluded)."""
-    result: set[str] = set()
-    for path in paths:
-        up = parent(path)
-        while up and up not in result:
-            result.add(up)
-            up = parent(up)
-    return result
 
 
 def through_links(path: str, fresh: Mapping[str, Entry | None]) -> bool:

@@ -105,6 +105,17 @@ def parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def ancestors(paths: Iterable[str]) -> set[str]:
+    """Every proper ancestor directory of `paths` (the root excluded)."""
+    result: set[str] = set()
+    for path in paths:
+        up = parent(path)
+        while up and up not in result:
+            result.add(up)
+            up = parent(up)
+    return result
+
+
 def is_within(path: str, prefixes: Collection[str]) -> bool:
     """Whether `path` is one of `prefixes` or lies below one of them."""
     if not prefixes:

@@ -16,13 +16,13 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from devspace.sync.errors import StateError
-from devspace.sync.snapshot import Ancestor, Entry, Kind, Snapshot, is_normal_path
+from devspace.sync.snapshot import Ancestor, Entry, Kind, Snapshot, ancestors, is_normal_path
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +50,7 @@ _COLUMNS = (
     "path, kind, target, local_size, local_mtime_ns, local_executable, local_digest, "
     "remote_size, remote_mtime_ns, remote_executable, remote_digest"
 )
+_BATCH = 500  # parameters in one query (SQLite allows at least 999)
 _Row = tuple[str, str, str, int, int, int | None, str | None, int, int, int | None, str | None]
 
 
@@ -138,6 +139,65 @@ class AncestorStore:
         except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
             self._quarantine()
             return Ancestor()
+
+    def within(self, scopes: Collection[str]) -> Ancestor | None:
+        """The recorded paths at or below `scopes`, and the directories above them.
+
+        A few index lookups, not a load: the live engine keeps the ancestor here rather than
+        in memory (a dict of 100,000 records costs tens of MiB an idle engine would hold).
+        None when the file cannot be trusted (a full pass's `load` then decides what to do
+        with it); raises nothing.
+        """
+        if not self.path.exists():
+            return Ancestor()
+        above = sorted(ancestors(scopes))
+        queries: list[tuple[str, tuple[str, ...]]] = []
+        for start in range(0, len(above), _BATCH):
+            chunk = above[start : start + _BATCH]
+            marks = ", ".join("?" * len(chunk))
+            queries.append((f"path IN ({marks})", tuple(chunk)))
+        for scope in scopes:
+            # Everything below `scope` sorts between "scope/" and "scope0" ('0' follows '/'),
+            # in SQLite's byte order as in Python's: one range scan of the primary key.
+            queries.append(
+                ("path = ? OR (path > ? AND path < ?)", (scope, scope + "/", scope + "0"))
+            )
+        try:
+            db = self._connect()
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                return None
+            if db.execute("SELECT space, local_root, remote_root FROM folder").fetchall() != [
+                self.key.astuple()
+            ]:
+                return None
+            rows: list[tuple[object, ...]] = []
+            for where, arguments in queries:
+                rows += db.execute(
+                    f"SELECT {_COLUMNS} FROM ancestor WHERE {where}",  # noqa: S608
+                    arguments,
+                ).fetchall()
+            return _ancestor(rows)
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError):
+            return None
+
+    def recorded(self) -> bool:
+        """Whether any path is recorded (False for a first sync, or a file that cannot be read)."""
+        if not self.path.exists():
+            return False
+        try:
+            return self._connect().execute("SELECT 1 FROM ancestor LIMIT 1").fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
+
+    def tops(self) -> set[str] | None:
+        """The top-level names recorded (one scan of the table); None if unreadable."""
+        if not self.path.exists():
+            return set()
+        try:
+            rows = self._connect().execute("SELECT path FROM ancestor WHERE instr(path, '/') = 0")
+            return {path for (path,) in rows}
+        except sqlite3.DatabaseError:
+            return None
 
     def save(self, ancestor: Ancestor) -> None:
         """Replace the recorded ancestor with `ancestor`, atomically.

@@ -9,12 +9,13 @@ snapshots and the ancestor, so a lost, duplicated or lying event costs at most a
   tells its handlers nothing, only its log: the watcher listens to that log record and asks
   for a full pass. If watching cannot start (the inotify watch limit), `failed` says why and
   the engine polls instead.
-- `RemoteWatcher`: `inotifywait -m -r` in the sidecar over an exec channel, one NUL-ended
-  record per event. inotifywait drops the kernel's overflow notice silently, so a burst of
-  events (`Changes.burst_limit` in one second: an overflow is only possible in a burst that
-  outruns the stream) asks for a full pass too. A pod without inotifywait, or one that cannot
-  watch the tree, puts the watcher in `polling` mode: the engine then lists the pod
-  periodically.
+- `podwatch.RemoteWatcher`: `inotifywait -m -r` in the sidecar over an exec channel, one NUL-ended
+  record per event. inotifywait passes on the kernel's overflow notice (`Q_OVERFLOW`) only when
+  asked for it by name, which the command does: it asks for a full pass. A burst of events
+  (`Changes.burst_limit` in one second: an overflow is only possible in a burst that outruns
+  the stream) asks for one too, in case the notice is lost with the rest. A pod without
+  inotifywait, or one that cannot watch the tree, puts the watcher in `polling` mode: the
+  engine then lists the pod periodically.
 - the engine's own periodic full pass, the safety net for everything above.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import threading
 import time
 from collections import deque
@@ -30,8 +30,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -40,8 +50,21 @@ from devspace.sync.snapshot import Side
 
 log = logging.getLogger(__name__)
 
-# Events that say nothing about content or names: reading a file must not trigger a pass.
-_QUIET_EVENTS = frozenset({"opened", "closed_no_write"})
+# The events that say something about names or content. Asking the kernel for only these
+# matters: opens and reads (a full pass lists every directory, an upload reads every file)
+# would otherwise fill inotify's queue, overflow it, and ask for yet another full pass.
+_WATCHED_EVENTS = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+]
+# Events that end a write (watchdog's names): the coalescing wait is shorter after them.
+_FINISHING = frozenset({"closed", "moved", "deleted"})
 # The messages watchdog logs (below this logger) when the kernel dropped events. Listening
 # here also keeps them off stderr: a logger with a handler is never passed to Python's
 # last-resort printer.
@@ -74,34 +97,51 @@ class Changes:
     `take` waits for the first event, then until no new one came for `quiet` seconds (an
     editor's write-to-temporary-and-rename is a few events within a millisecond), but never
     longer than `longest` after the first, so a tool that writes without pause still syncs.
+    After an event that ends a write (a file closed after writing, a rename, a delete) the
+    wait is `settled` instead: the save is most likely done, and every millisecond waited is
+    a millisecond of edit latency. Taking a batch early costs at most one more pass.
     """
 
     def __init__(
-        self, *, quiet: float = 0.005, longest: float = 0.1, burst_limit: int = 4096
+        self,
+        *,
+        quiet: float = 0.005,
+        settled: float = 0.001,
+        longest: float = 0.1,
+        burst_limit: int = 4096,
     ) -> None:
-        """Coalesce over `quiet` seconds (at most `longest`); `burst_limit` events in a second
-        on one side are taken for a possible overflow (a full pass)."""
+        """Coalesce over `quiet` seconds (`settled` after a write ended; at most `longest`);
+        `burst_limit` events in a second on one side are taken for a possible overflow (a
+        full pass)."""
         self.quiet = quiet
+        self.settled = settled
         self.longest = longest
         self.burst_limit = burst_limit
+        self._gap = quiet  # the wait after the last event
         self._cond = threading.Condition()
         self._paths: dict[Side, set[str]] = {Side.LOCAL: set(), Side.REMOTE: set()}
         self._reasons: list[str] = []
         self._first = 0.0
         self._last = 0.0
+        self._skipped = 0  # paths not kept because a full pass is due
         self._recent: dict[Side, deque[float]] = {Side.LOCAL: deque(), Side.REMOTE: deque()}
         self.events = 0  # every event ever added, for status and tests
 
-    def add(self, side: Side, paths: Iterable[str]) -> None:
-        """Record that `paths` (relative, POSIX) changed on `side`; "" is the root itself."""
+    def add(self, side: Side, paths: Iterable[str], *, finished: bool = False) -> None:
+        """Record that `paths` (relative, POSIX) changed on `side`; "" is the root itself.
+
+        `finished`: the last of these events ended a write (see the class docstring).
+        """
         now = time.monotonic()
         with self._cond:
             added = 0
             for path in paths:
                 if path == "":
                     self._request("the root folder itself changed")
-                else:
+                elif not self._reasons:
                     self._paths[side].add(path)
+                else:
+                    self._skipped += 1  # a full pass is due anyway: no need to keep the path
                 added += 1
             if not added:
                 return
@@ -113,6 +153,7 @@ class Changes:
             if len(recent) > self.burst_limit:
                 recent.clear()
                 self._request(f"a burst of events on the {side.value} side (events may be lost)")
+            self._gap = self.settled if finished else self.quiet
             self._touch(now)
 
     def rescan(self, reason: str) -> None:
@@ -124,6 +165,10 @@ class Changes:
     def _request(self, reason: str) -> None:
         if reason not in self._reasons:
             self._reasons.append(reason)
+        # A full pass looks at every path: the ones gathered so far (a burst's can be 100,000)
+        # are only counted from here on.
+        self._skipped += sum(len(p) for p in self._paths.values())
+        self._paths = {Side.LOCAL: set(), Side.REMOTE: set()}
 
     def _touch(self, now: float) -> None:
         if not self._first:
@@ -134,7 +179,7 @@ class Changes:
     def pending(self) -> int:
         """How many paths wait for the next batch."""
         with self._cond:
-            return sum(len(p) for p in self._paths.values()) + len(self._reasons)
+            return sum(len(p) for p in self._paths.values()) + self._skipped + len(self._reasons)
 
     def take(self, timeout: float | None = None) -> Batch | None:
         """The next batch once the events settle; None if nothing came within `timeout`."""
@@ -147,7 +192,7 @@ class Changes:
                 self._cond.wait(left)
             while True:
                 now = time.monotonic()
-                settle = min(self._last + self.quiet, self._first + self.longest)
+                settle = min(self._last + self._gap, self._first + self.longest)
                 if now >= settle:
                     break
                 self._cond.wait(settle - now)
@@ -159,6 +204,7 @@ class Changes:
             )
             self._paths = {Side.LOCAL: set(), Side.REMOTE: set()}
             self._reasons = []
+            self._skipped = 0
             self._first = self._last = 0.0
             return batch
 
@@ -167,7 +213,8 @@ class Changes:
         self.rescan("woken")
 
 
-def _relevant(name: str) -> bool:
+def relevant(name: str) -> bool:
+    """Whether a change to a file called `name` matters (sync's own temporaries do not)."""
     # Sync's own temporary files come and go with every transfer; the scan ignores them.
     return not name.startswith(TEMPORARY_PREFIX)
 
@@ -178,8 +225,6 @@ class _Handler(FileSystemEventHandler):
         self.changes = changes
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in _QUIET_EVENTS:
-            return
         if event.is_directory and event.event_type in ("modified", "attrib"):
             return  # a directory "changes" when a child does, which has its own event
         paths = []
@@ -192,10 +237,10 @@ class _Handler(FileSystemEventHandler):
                 paths.append("")
             elif not relative.startswith(".."):
                 path = relative.replace(os.sep, "/")
-                if _relevant(path.rpartition("/")[2]):
+                if relevant(path.rpartition("/")[2]):
                     paths.append(path)
         if paths:
-            self.changes.add(Side.LOCAL, paths)
+            self.changes.add(Side.LOCAL, paths, finished=event.event_type in _FINISHING)
 
 
 class _OverflowListener(logging.Handler):
@@ -226,7 +271,12 @@ class LocalWatcher:
         logging.getLogger(_WATCHDOG_LOGGER).addHandler(self._listener)
         observer = Observer()
         try:
-            observer.schedule(_Handler(self.root, self.changes), self.root, recursive=True)
+            observer.schedule(
+                _Handler(self.root, self.changes),
+                self.root,
+                recursive=True,
+                event_filter=_WATCHED_EVENTS,
+            )
             observer.start()
         except OSError as error:
             self.failed = f"cannot watch {self.root} ({error.strerror or error}); polling instead"
@@ -247,154 +297,3 @@ class LocalWatcher:
         if observer is not None:
             observer.stop()
             observer.join(timeout=5)
-
-
-# --- the pod's side -------------------------------------------------------------------------
-
-_EVENTS = "modify,attrib,close_write,moved_to,moved_from,create,delete,delete_self,move_self"
-_READY = b"Watches established."
-MISSING = 127  # the shell's "command not found", and the watcher script's exit for it
-
-
-def watch_command(root: str, program: str = "inotifywait") -> str:
-    """The command that streams the pod's events under `root`: records `EVENTS ./path\\0`.
-
-    Exits 127 if `program` is not installed, 3 if `root` is missing. inotifywait prints
-    "Watches established." on stderr once every directory is watched.
-    """
-    return (
-        f"cd -- {shlex.quote(root)} || exit 3; "
-        f"command -v {shlex.quote(program)} >/dev/null 2>&1 || exit {MISSING}; "
-        f"exec {shlex.quote(program)} -m -r -P --format '%e %w%f%0' --no-newline "
-        f"-e {_EVENTS} ."
-    )
-
-
-class RemoteWatcher:
-    """`inotifywait` in the sidecar feeding `changes`, or `polling` when it cannot run.
-
-    `start` returns once the watches are established (or the watcher gave up, see
-    `polling`/`reason`), so a pass that starts afterwards misses no change.
-    """
-
-    def __init__(
-        self,
-        transport: paramiko.Transport,
-        root: str,
-        changes: Changes,
-        *,
-        program: str = "inotifywait",
-        window: int = 256 * 1024,
-    ) -> None:
-        """Watch `root` in the pod over `transport`; `window` bounds what the stream may hold
-        unread (a stalled reader then stalls inotifywait, whose kernel queue overflows)."""
-        self.transport = transport
-        self.root = root
-        self.changes = changes
-        self.program = program
-        self.window = window
-        self.polling = False  # inotifywait cannot run: list the pod periodically instead
-        self.reason = ""
-        self.ended = threading.Event()  # the stream stopped (connection lost, root removed)
-        self.paused = threading.Event()  # set by tests: stop reading, as a slow link would
-        self._ready = threading.Event()
-        self._channel: paramiko.Channel | None = None
-        self._thread: threading.Thread | None = None
-        self._stderr = bytearray()
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start inotifywait and wait until it watches the whole tree (or gave up).
-
-        Never raises: a failure to start sets `polling` (the program is missing or cannot
-        watch) or `ended` (the connection is gone).
-        """
-        try:
-            channel = self.transport.open_session(window_size=self.window, timeout=15)
-            channel.exec_command(watch_command(self.root, self.program))
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            self.reason = f"the pod's watcher could not start: {error}"
-            self.ended.set()
-            return
-        self._channel = channel
-        threading.Thread(target=self._read_stderr, args=(channel,), daemon=True).start()
-        self._thread = threading.Thread(target=self._read, args=(channel,), daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            self.polling = True
-            self.reason = "the pod's watcher took too long to start; polling instead"
-            self.stop()
-
-    def _read_stderr(self, channel: paramiko.Channel) -> None:
-        try:
-            while data := channel.recv_stderr(4096):
-                if len(self._stderr) < 4096:
-                    self._stderr.extend(data)
-                if _READY in self._stderr:
-                    self._ready.set()
-        except (paramiko.SSHException, OSError, EOFError):
-            pass
-        # stderr ended: the command is gone; the stdout reader reports how.
-
-    def _read(self, channel: paramiko.Channel) -> None:
-        rest = b""
-        try:
-            while True:
-                while self.paused.is_set() and not channel.closed:
-                    time.sleep(0.01)
-                data = channel.recv(65536)
-                if not data:
-                    break
-                records = (rest + data).split(b"\0")
-                rest = records.pop()
-                self.changes.add(Side.REMOTE, _paths(records))
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            self.reason = f"the pod's watcher stopped: {error}"
-        self._finished(channel)
-
-    def _finished(self, channel: paramiko.Channel) -> None:
-        status = channel.recv_exit_status() if channel.exit_status_ready() else -1
-        if not self._ready.is_set():
-            if status == MISSING:
-                self.reason = f"{self.program} is not installed in the pod; polling instead"
-            elif status == 3:
-                self.reason = f"the pod's folder {self.root} does not exist"
-            else:
-                detail = self._stderr.decode("utf-8", "replace").strip()[-300:]
-                self.reason = f"the pod's watcher failed ({detail or status}); polling instead"
-            self.polling = True  # until the engine tries again (the folder may come back)
-            self._ready.set()
-        elif not self.reason:
-            self.reason = "the pod's watcher ended (the folder was removed or replaced)"
-        self.ended.set()
-        self.changes.rescan(self.reason)
-
-    def stop(self) -> None:
-        """Stop the watcher in the pod (closing its channel ends inotifywait)."""
-        channel, self._channel = self._channel, None
-        self.paused.clear()
-        if channel is not None:
-            channel.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-
-def _paths(records: list[bytes]) -> list[str]:
-    """The relative paths in inotifywait records (`EVENTS ./path`); "" for the root."""
-    paths = []
-    for record in records:
-        events, _, raw = record.partition(b" ")
-        kinds = set(events.split(b","))
-        if b"ISDIR" in kinds and kinds <= _DIRECTORY_METADATA:
-            continue  # a directory's own metadata is not synced
-        path = raw.decode("utf-8", "surrogateescape")
-        path = path[2:] if path.startswith("./") else path.lstrip(".")
-        path = path.rstrip("/")
-        if path == "" and not kinds & _ROOT_GONE:
-            continue
-        if path == "" or _relevant(path.rpartition("/")[2]):
-            paths.append(path)
-    return paths
-
-
-_DIRECTORY_METADATA = frozenset({b"ISDIR", b"ATTRIB", b"MODIFY", b"CLOSE_WRITE", b"CLOSE"})
-_ROOT_GONE = frozenset({b"DELETE_SELF", b"MOVE_SELF", b"IGNORED", b"UNMOUNT"})

@@ -9,32 +9,39 @@ a test's wait arrived through a watcher (or the recovery under test).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shlex
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ssh.conftest import *  # noqa: F403
 from ssh.conftest import Keys, Sidecar
+from watchdog.observers.inotify_c import InotifyFD
 
 from devspace.errors import DevspaceError, SshError
 from devspace.ssh import Connection, Hop, Identity, PinnedHostKey
+from devspace.sync import live as live_module
+from devspace.sync import scope
 from devspace.sync.errors import SyncError
 from devspace.sync.live import LiveOptions, SyncSession
 from devspace.sync.lock import SyncLocked, read_statuses
+from devspace.sync.once import PassReport
+from devspace.sync.podwatch import RemoteWatcher
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.remote import PodFolder
 from devspace.sync.scan import add_digests, scan
-from devspace.sync.snapshot import Kind
+from devspace.sync.snapshot import Kind, Snapshot
 from devspace.sync.state import AncestorStore, FolderKey
+from devspace.sync.watch import LocalWatcher
 from testbed.eventually import eventually
 
 pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.timeout(180)]
@@ -187,6 +194,69 @@ def test_a_local_edit_reaches_the_pod_through_the_watcher(
     assert live.session.passes >= 2
 
 
+def test_a_laptop_edit_is_put_in_place_without_listing_the_pod(
+    start: Callable[..., Live], shell: PodFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listings: list[object] = []
+    passes: list[tuple[PassReport | None, int]] = []
+    listing, scoped = scope.pod_scopes, live_module.scoped_pass
+
+    def counted_listing(*args: Any, **kwargs: Any) -> Snapshot:
+        listings.append(args[1])
+        return listing(*args, **kwargs)
+
+    def recorded_pass(*args: Any, **kwargs: Any) -> PassReport | None:
+        before = len(listings)
+        report = scoped(*args, **kwargs)
+        passes.append((report, len(listings) - before))
+        return report
+
+    monkeypatch.setattr(scope, "pod_scopes", counted_listing)
+    monkeypatch.setattr(live_module, "scoped_pass", recorded_pass)
+    live = start()
+    write(live.local / "src" / "app.py", "v1\n")
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=20)
+    write(live.local / "src" / "app.py", "v2, saved on the laptop\n")
+
+    eventually(
+        lambda: sh(shell, live, "cat src/app.py") == "v2, saved on the laptop\n",
+        what="the edit in the pod",
+        timeout=20,
+    )
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=20)
+    uploads = [
+        listed
+        for report, listed in passes
+        if report is not None
+        and report.applied is not None
+        and any(op.path == "src/app.py" for op in report.applied.done)
+    ]
+    assert uploads[-1] == 0  # the edit's pass asked the pod only right before the rename
+
+
+def test_a_pod_edit_not_yet_reported_is_never_overwritten_by_a_laptop_edit(
+    start: Callable[..., Live], shell: PodFolder
+) -> None:
+    live = start()
+    write(live.local / "notes.txt", "v1\n")
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=20)
+    remote = live.session._remote
+    assert remote is not None
+    remote.paused.set()  # the pod's events are late (a slow link): its edit is not known yet
+    sh(shell, live, "printf 'edited in the pod\n' > notes.txt")
+    write(live.local / "notes.txt", "edited on the laptop\n")
+
+    def both_kept() -> bool:
+        local, _ = trees(shell, live)
+        contents = {(live.local / p).read_text() for p in local if p.startswith("notes")}
+        return {"edited in the pod\n", "edited on the laptop\n"} <= contents
+
+    eventually(both_kept, what="both versions on the laptop", timeout=30)
+    remote.paused.clear()
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=30)
+    assert "notes.txt" in live.session.status.conflicts
+
+
 def test_a_pod_edit_reaches_the_laptop_through_inotify(
     start: Callable[..., Live], shell: PodFolder
 ) -> None:
@@ -252,41 +322,87 @@ def test_a_pod_watcher_overflow_is_recovered_by_a_full_pass(
     assert any("burst of events on the remote side" in r for r in live.session.full_reasons)
 
 
-def test_a_laptop_watcher_overflow_is_recovered_by_a_full_pass(
-    start: Callable[..., Live], shell: PodFolder
+@contextlib.contextmanager
+def small_inotify_queue(events: int = 16) -> Iterator[None]:
+    """Watchers started inside get a kernel event queue of `events`, so a burst overflows it
+    for real. The kernel reads the limit once, when a watcher is made (inotify_init): it is
+    put back at once, and other programs on the machine start theirs with the normal size."""
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    before = knob.read_text()
+    knob.write_text(f"{events}\n")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
+
+
+def test_a_laptop_inotify_overflow_is_recovered_by_a_full_pass(
+    start: Callable[..., Live], shell: PodFolder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    starting = LocalWatcher.start
+    made: list[InotifyFD] = []
+
+    def with_a_small_queue(self: LocalWatcher) -> None:
+        # watchdog shares one inotify instance per process, made by the first watcher (an
+        # earlier test's): this watcher gets one of its own, made while the queue is small.
+        monkeypatch.setattr(InotifyFD, "_instance", None)
+        with small_inotify_queue():
+            starting(self)
+            made.append(InotifyFD.get_instance())
+
+    monkeypatch.setattr(LocalWatcher, "start", with_a_small_queue)
     # Bursts alone never ask for a full pass here: only watchdog's overflow notice may.
     live = start(LiveOptions(full_every=3600.0, burst_limit=10**9))
-    # Starve watchdog's reader thread (this thread keeps the interpreter) while another process
-    # makes files: the kernel's queue overflows for real, and watchdog only logs it.
-    maker = subprocess.Popen(
-        [
-            "sh",
-            "-c",
-            f"sleep 0.3; mkdir {live.local}/many && cd {live.local}/many "
-            "&& seq -f f%.0f 1 20000 | xargs touch",
-        ]
-    )
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(30)
-    try:
-        deadline = time.monotonic() + 30
-        while maker.poll() is None and time.monotonic() < deadline:
-            pass  # holding the interpreter lock on purpose
-        busy_until = time.monotonic() + 0.5
-        while time.monotonic() < busy_until:
-            pass
-    finally:
-        sys.setswitchinterval(interval)
-    assert maker.wait() == 0
-    time.sleep(1)  # let watchdog's thread read what is left, overflow included
+    subprocess.run(
+        ["sh", "-c", f"mkdir {live.local}/many && cd {live.local}/many "
+         "&& seq -f f%.0f 1 5000 | xargs touch"],
+        check=True,
+    )  # fmt: skip
 
     eventually(
-        lambda: sh(shell, live, "ls many 2>/dev/null | wc -l").strip() == "20000",
-        what="all 20,000 files in the pod",
+        lambda: sh(shell, live, "ls many 2>/dev/null | wc -l").strip() == "5000",
+        what="all 5,000 files in the pod",
         timeout=120,
     )
-    assert any("overflowed" in r for r in live.session.full_reasons), live.session.full_reasons
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=60)
+    reasons = live.session.full_reasons
+    live.stop()
+    made[0].stop()  # this test's own inotify instance
+    assert any("laptop's file events overflowed" in r for r in reasons), reasons
+
+
+def test_a_pod_inotify_overflow_is_recovered_by_a_full_pass(
+    start: Callable[..., Live], shell: PodFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    starting = RemoteWatcher.start
+
+    def with_a_small_queue(self: RemoteWatcher, timeout: float = 60.0) -> None:
+        with small_inotify_queue():
+            starting(self, timeout)
+
+    monkeypatch.setattr(RemoteWatcher, "start", with_a_small_queue)
+    live = start(LiveOptions(full_every=3600.0, burst_limit=10**9))
+    # This test's inotifywait (the one in its folder) is stopped while the files are made:
+    # its 16-event queue overflows, and it prints Q_OVERFLOW once it runs again.
+    watcher = (
+        f"for p in $(pgrep -x inotifywait); do "
+        f'[ "$(readlink /proc/$p/cwd)" = {shlex.quote(live.remote)} ] && echo $p; done'
+    )
+    pid = sh(shell, live, watcher).split()
+    assert len(pid) == 1, pid
+    sh(shell, live, "mkdir many")  # watched before the files come: their events are queued
+    eventually((live.local / "many").is_dir, what="the folder on the laptop", timeout=20)
+    sh(shell, live, f"kill -STOP {pid[0]} && cd many "
+       f"&& seq -f f%.0f 1 2000 | xargs touch; kill -CONT {pid[0]}")  # fmt: skip
+
+    eventually(
+        lambda: live.idle() and count(live.local / "many") == 2000,
+        what="all 2,000 files on the laptop",
+        timeout=120,
+    )
+    eventually(lambda: converged(shell, live), what="both sides to agree", timeout=60)
+    reasons = live.session.full_reasons
+    assert any("pod's file events overflowed" in r for r in reasons), reasons
 
 
 # --- the engine -----------------------------------------------------------------------------

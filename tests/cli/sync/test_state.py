@@ -146,3 +146,31 @@ def test_the_state_directory_follows_the_platform_and_the_override(
         assert default_state_dir() == tmp_path / "xdg" / "devspace"
     assert KEY.file_name().endswith(".sqlite3")
     assert KEY.file_name() == FolderKey(*KEY.astuple()).file_name()
+
+
+def test_a_scope_reads_only_its_subtrees_and_the_directories_above(tmp_path: Path) -> None:
+    file = Entry(Kind.FILE, 1, 1, False)
+    directories = ["src", "src/sub", "src/sub-old"]
+    files = ["src/sub/x", "src/sub-old/y", "src/subx", "run"]
+    pairs = dict.fromkeys(directories, (DIRECTORY, DIRECTORY)) | dict.fromkeys(files, (file, file))
+    with AncestorStore.for_folder(KEY, tmp_path) as store:
+        store.save(Ancestor().updated(pairs))
+        cut = store.within(["src/sub", "missing/deeper"])
+        assert cut is not None
+        # "src/sub-old" and "src/subx" sort between "src/sub" and "src/sub/": not below it.
+        assert sorted(cut.local) == ["src", "src/sub", "src/sub/x"]
+        assert cut.remote["src/sub/x"] == file
+        assert store.tops() == {"src", "run"}
+
+
+def test_a_scope_of_a_missing_or_untrusted_store(tmp_path: Path) -> None:
+    with AncestorStore.for_folder(KEY, tmp_path / "none") as store:
+        assert store.within(["a"]) == Ancestor()
+        assert store.tops() == set()
+    path = tmp_path / "state.sqlite3"
+    with corrupt_and_load(path, "PRAGMA user_version = 99") as store:
+        assert store.within(["run"]) is None
+    with corrupt_and_load(path, b"garbage" * 1000) as store:
+        assert store.within(["run"]) is None
+        assert store.tops() is None
+    assert path.exists()  # a full pass's `load` decides what becomes of it

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from devspace.sync.podwatch import _paths
 from devspace.sync.scope import scopes_of
 from devspace.sync.snapshot import Side
-from devspace.sync.watch import Changes, LocalWatcher, _paths
+from devspace.sync.watch import Batch, Changes, LocalWatcher
 
 
 def test_events_are_coalesced_until_quiet() -> None:
@@ -50,6 +51,20 @@ def test_a_writer_that_never_pauses_still_gets_batches() -> None:
     assert time.monotonic() - started < 0.5
 
 
+def test_an_event_that_ends_a_write_shortens_the_wait() -> None:
+    # Were the ended write ignored, `take` would wait out the 60 s of quiet.
+    changes = Changes(quiet=60, settled=0.001, longest=120)
+    changes.add(Side.LOCAL, ["a.txt"])
+    changes.add(Side.LOCAL, ["a.txt"], finished=True)
+    taken: list[Batch | None] = []
+    taker = threading.Thread(target=lambda: taken.append(changes.take()), daemon=True)
+    taker.start()
+    taker.join(10)
+    assert taken, "the batch was not taken"
+    assert taken[0] is not None
+    assert taken[0].local == {"a.txt"}
+
+
 def test_a_burst_asks_for_a_full_pass() -> None:
     changes = Changes(quiet=0.001, burst_limit=100)
     changes.add(Side.REMOTE, [f"f{n}" for n in range(101)])
@@ -69,7 +84,9 @@ def test_inotifywait_records_become_paths() -> None:
         b"ATTRIB,ISDIR ./",  # the root's metadata
         b"DELETE_SELF ./",  # the root itself went away
     ]
-    assert _paths(records) == ["src/app.py", "src/app.py", "new\nline", ""]
+    assert _paths(records) == (["src/app.py", "src/app.py", "new\nline", ""], False)
+    # The kernel dropped events: inotifywait says so with a record that names no path.
+    assert _paths([b"CREATE ./a", b"Q_OVERFLOW ", b"CREATE ./b"]) == (["a", "b"], True)
 
 
 def test_scopes_are_the_fewest_subtrees_and_rules_files_ask_for_everything() -> None:

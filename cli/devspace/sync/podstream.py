@@ -1,0 +1,229 @@
+"""Uploads as tar streams into the pod: many small files, or a large one, per exec channel.
+
+A stream needs one round trip where SFTP needs an answer per file (and per 32 KiB of a large
+file), so batches of small files and every large file go this way (see `podwrite` for the
+choice, `tarstream` for the archive and the command that extracts it). Each file goes to a
+`.devspace-tmp-…` name; new files are put in place by the stream's own command, the rest are
+returned to `podwrite`, which renames them after a fresh look at the pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from devspace.sync.operations import Upload
+from devspace.sync.outcome import Progress, Stale
+from devspace.sync.policy import TEMPORARY_PREFIX
+from devspace.sync.remote import CMD_REMOVE, ConnectionLost, PodFolder, RemoteError
+from devspace.sync.snapshot import Entry, Kind, is_normal_path
+from devspace.sync.tarstream import END, NO_PERL, header, member, padding, place_list, placed
+
+TAR_MAX_FILE = 1 << 20  # bigger files are read in blocks, with bounded memory
+CHUNK = 256 * 1024  # tar bytes per channel write: one SSH send per small file costs more
+_READ = 1 << 20
+
+Staged = tuple[Upload, str, Entry]  # an upload, its temporary name, the entry it will be
+
+
+def remote_entry(op: Upload) -> Entry:
+    """What the pod's listing shows for `op`'s file once written: mtime in whole seconds."""
+    seconds = op.source.mtime_ns // 1_000_000_000
+    return op.source._replace(mtime_ns=seconds * 1_000_000_000, executable=_executable(op))
+
+
+def _executable(op: Upload) -> bool:
+    if op.source.executable is not None:
+        return op.source.executable
+    # The laptop cannot tell (Windows): keep what the pod had, or a plain file.
+    return bool(op.replaces and op.replaces.kind is Kind.FILE and op.replaces.executable)
+
+
+def remove_temporaries(pod: PodFolder, paths: Sequence[str]) -> None:
+    """Remove leftover temporary files in the pod (a pass cut short). Raises ConnectionLost."""
+    pipe = pod.pipeline()
+    for path in paths:
+        if path.rpartition("/")[2].startswith(TEMPORARY_PREFIX) and is_normal_path(path):
+            pipe.send(CMD_REMOVE, pod.path(path))
+    pipe.drain()  # a directory of that name stays: sync never makes one
+
+
+def file_mode(executable: bool) -> int:
+    """The permission bits a synced file gets in the pod."""
+    return 0o755 if executable else 0o644
+
+
+@dataclass
+class StreamResult:
+    """What one stream did: files placed, files left to place, and what could not go."""
+
+    placed: list[Staged] = field(default_factory=list)
+    staged: list[Staged] = field(default_factory=list)
+    stale: list[Stale] = field(default_factory=list)
+
+
+@dataclass
+class TarUpload:
+    """One tar stream of `named` uploads (each with its temporary name) into `pod`.
+
+    `place_list` is a fresh temporary name for the list of files the stream's command puts in
+    place. `run` may be called on a thread of its own: it touches nothing shared but `progress`.
+    """
+
+    pod: PodFolder
+    local_root: Path
+    named: Sequence[tuple[Upload, str]]
+    place_list: str
+    progress: Progress | None = None
+    result: StreamResult = field(default_factory=StreamResult)
+
+    def run(self) -> StreamResult:
+        """Send the stream and read its answers. Raises ConnectionLost."""
+        listed = self.place_list if any(not op.replaces for op, _ in self.named) else None
+        large = [t for op, t in self.named if op.source.size > TAR_MAX_FILE]
+        streamed: list[Staged] = []
+        dropped: list[str] = []  # temporary names whose content is not the planned file
+        result = self.result
+        try:
+            output = self.pod.stream_tar(self._archive(streamed, dropped), listed, large)
+        except ConnectionLost:
+            raise
+        except RemoteError as error:
+            self._remove([t for _, t in self.named] + ([listed] if listed else []))
+            result.stale += [Stale(op, str(error)) for op, _, _ in streamed]
+            return result
+        self._remove(dropped)
+        if listed is None or output == NO_PERL:
+            self._remove([listed] if listed else [])
+            result.staged = streamed
+            return result
+        result.staged = [s for s in streamed if s[0].replaces]
+        self._record([s for s in streamed if not s[0].replaces], output)
+        return result
+
+    def _remove(self, names: Sequence[str]) -> None:
+        if names:
+            remove_temporaries(self.pod, names)
+
+    def _archive(self, streamed: list[Staged], dropped: list[str]) -> Iterator[bytes]:
+        parts: list[bytes] = []
+        size = 0
+        for op, temporary in self.named:
+            entry = remote_entry(op)
+            name = temporary.encode("utf-8", "surrogateescape")
+            mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000
+            if op.source.size > TAR_MAX_FILE:  # streamed in blocks: bounded memory
+                yield b"".join(parts)
+                parts, size = [], 0
+                problem = yield from self._large_member(op, name, mode, mtime)
+            else:
+                try:
+                    with source(self.local_root, op) as file:
+                        data = file.read()
+                except (OSError, Changed) as error:
+                    problem = f"{op.path!r} could not be read: {error}"
+                else:
+                    problem = None
+                    parts.append(member(name, data, mode, mtime))
+                    size += len(data) + 512
+                    if self.progress:
+                        self.progress(len(data))
+            if problem is None:
+                streamed.append((op, temporary, entry))
+            else:
+                self.result.stale.append(Stale(op, problem))
+                dropped.append(temporary)
+            if size >= CHUNK:
+                yield b"".join(parts)
+                parts, size = [], 0
+        if any(not op.replaces for op, _ in self.named):
+            pairs = [
+                (t.encode("utf-8", "surrogateescape"), o.path.encode("utf-8", "surrogateescape"))
+                for o, t, _ in streamed
+                if not o.replaces
+            ]
+            listed = self.place_list.encode("utf-8", "surrogateescape")
+            parts.append(member(listed, place_list(pairs), 0o600, 0))
+        parts.append(END)
+        yield b"".join(parts)
+
+    def _large_member(
+        self, op: Upload, name: bytes, mode: int, mtime: int
+    ) -> Generator[bytes, None, str | None]:
+        """Yield a large file as one tar member; return why it is not the planned file, if not.
+
+        Once its header is out the member must be whole: a file that shrank meanwhile is padded
+        with zeros, and its temporary file removed afterwards.
+        """
+        size, sent = op.source.size, 0
+        try:
+            with source(self.local_root, op) as file:
+                yield header(name, size, mode, mtime)
+                while sent < size and (block := file.read(min(_READ, size - sent))):
+                    yield block
+                    sent += len(block)
+                    if self.progress:
+                        self.progress(len(block))
+        except (OSError, Changed) as error:
+            problem: str | None = f"{op.path!r} could not be read: {error}"
+        else:
+            problem = None if sent == size else f"{op.path!r} could not be read: it shrank"
+        if sent == 0 and problem is not None:
+            return problem  # nothing of it was sent, not even its header
+        while sent < size:
+            zeros = min(_READ, size - sent)
+            yield bytes(zeros)
+            sent += zeros
+        yield padding(size)
+        return problem
+
+    def _record(self, staged: Sequence[Staged], output: bytes) -> None:
+        """Record the placing script's answers for `staged` (see `tarstream`)."""
+        try:
+            answers = placed(output, len(staged))
+        except ValueError as error:  # which were placed is not known: plan them all again
+            self.result.stale += [
+                Stale(op, f"the pod's answer was unclear: {error}") for op, _, _ in staged
+            ]
+            return
+        for (op, temporary, entry), answer in zip(staged, answers, strict=True):
+            if answer is None:
+                self.result.placed.append((op, temporary, entry))
+            elif answer == "P":
+                reason = f"a parent of {op.path!r} is not a directory in the pod"
+                self.result.stale.append(Stale(op, reason))
+            elif answer == "X":
+                reason = f"{op.path!r} changed since the plan: it appeared in the pod"
+                self.result.stale.append(Stale(op, reason))
+            else:
+                reason = f"the pod refused to put it in place: {answer[1:]}"
+                self.result.stale.append(Stale(op, reason))
+
+
+class Changed(Exception):
+    """The local file is not the one the plan saw."""
+
+
+@contextlib.contextmanager
+def source(root: Path, op: Upload) -> Iterator[BinaryIO]:
+    """The local file `op` uploads, checked against the plan before and after it is read.
+
+    Raises OSError if it cannot be read, Changed if it is not (or no longer) the planned file.
+    """
+    full = os.path.join(root, *op.path.split("/"))
+    # Never follow a link that replaced the file since the scan.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    with os.fdopen(os.open(full, flags), "rb") as file:
+        _check_source(file, op)
+        yield file
+        _check_source(file, op)  # not written to while it was read
+
+
+def _check_source(file: BinaryIO, op: Upload) -> None:
+    info = os.fstat(file.fileno())
+    if (info.st_size, info.st_mtime_ns) != (op.source.size, op.source.mtime_ns):
+        raise Changed("it changed since the plan")
