@@ -1,4 +1,5 @@
-"""`bench/run [--only NAME ...] [--small] [--runs N]`: run the benchmarks, print the table.
+"""`bench/run [--only NAME ...] [--small] [--runs N] [--soak-minutes M]`: run the benchmarks,
+print the table. `soak` (30 minutes by default) runs only when named with --only.
 
 Starts what it needs (control plane, test node, one sidecar pod with Debian's sshd) unless only
 `cli-startup` is asked for, and tears it down at the end. Progress goes to stderr, the table
@@ -29,7 +30,12 @@ NAMES = (
     "connect",
     "cli-startup",
     "provision",
+    "api-latency",
+    "branch-switch",
+    "soak",
 )
+# Not in a plain `bench/run`: it holds tunnels open for --soak-minutes (30 by default).
+ON_REQUEST = ("soak",)
 NEEDS = {
     "small-files": "rsync",
     "large-file": "sftp",
@@ -38,6 +44,8 @@ NEEDS = {
     "tunnel": "ssh",
     "tunnel-two-hops": "ssh",
     "connect": "ssh",
+    "branch-switch": "rsync",
+    "soak": "ssh",
 }
 PACKAGES = {"rsync": "rsync", "sftp": "openssh-client", "ssh": "openssh-client"}
 
@@ -49,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=NAMES,
-        default=list(NAMES),
+        default=[n for n in NAMES if n not in ON_REQUEST],
         metavar="NAME",
-        help=f"run only these ({', '.join(NAMES)})",
+        help=f"run only these ({', '.join(NAMES)}; soak only when named)",
     )
     parser.add_argument(
         "--small",
@@ -60,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--soak-minutes", type=float, default=30.0, help="length of the soak (default 30)"
+    )
     args = parser.parse_args(argv)
     machine = Machine.here()
     command = "bench/run " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -89,8 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         found, said = provision(max(args.runs, 20), *((20, 200) if args.small else (100, 1000)))
         rows += found
         notes += said
+    if "api-latency" in chosen:
+        from bench.api import api_latency  # noqa: PLC0415 - starts its own servers
+
+        print("bench: api-latency", file=sys.stderr)
+        found, said = api_latency(10.0 if args.small else 20.0)
+        rows += found
+        notes += said
     if any(n in chosen for n in NEEDS):
-        rows += _with_sidecar(chosen, args.small, args.runs)
+        rows += _with_sidecar(chosen, args, notes)
 
     table = markdown(rows, machine, command)
     print(table + "".join(f"\n{note}" for note in notes))
@@ -110,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if skipped else 0
 
 
-def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
+def _with_sidecar(chosen: list[str], args: argparse.Namespace, notes: list[str]) -> list[Row]:
     # Imported here: the test bed and the sync engine are not needed for cli-startup alone.
     from bench.bed import sidecar_test_bed  # noqa: PLC0415
+    from bench.branch import branch_goal, branch_switch  # noqa: PLC0415
+    from bench.soak import soak  # noqa: PLC0415
     from bench.sync import idle_cost, large_file, latency, small_files  # noqa: PLC0415
     from bench.tunnel import (  # noqa: PLC0415
         connection_setup,
@@ -120,11 +140,11 @@ def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
         forwarded_port_two_hops,
     )
 
-    rows = []
+    rows, small, runs = [], args.small, args.runs
     work = Path(tempfile.mkdtemp(prefix="devspace-bench-work-"))
     try:
         print("bench: starting the test bed and a sidecar pod", file=sys.stderr)
-        through_gateway = "tunnel-two-hops" in chosen or "connect" in chosen
+        through_gateway = any(n in chosen for n in ("tunnel-two-hops", "connect", "soak"))
         with sidecar_test_bed(gateway=through_gateway) as sidecar:
             if "small-files" in chosen:
                 print("bench: small-files", file=sys.stderr)
@@ -148,6 +168,15 @@ def _with_sidecar(chosen: list[str], small: bool, runs: int) -> list[Row]:
             if sidecar.route is not None and "connect" in chosen:
                 print("bench: connect", file=sys.stderr)
                 rows.append(connection_setup(sidecar.route, max(runs, 10)))
+            if "branch-switch" in chosen:
+                print("bench: branch-switch", file=sys.stderr)
+                rows.append(branch_switch(sidecar, work, runs))
+                rows.append(branch_goal(rows[-1]))
+            if sidecar.route is not None and "soak" in chosen:
+                print(f"bench: soak ({args.soak_minutes:g} minutes)", file=sys.stderr)
+                found, said = soak(sidecar.route, args.soak_minutes)
+                rows += found
+                notes += said
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows

@@ -73,7 +73,8 @@ class Row:
     ours: Samples
     peer_name: str
     peer: Samples
-    goal: float
+    goal: float | None
+    """None: no goal on this ratio (the row shows a cost; another row holds the goal)."""
     higher_is_better: bool
     when: datetime
 
@@ -82,11 +83,15 @@ class Row:
         return self.ours.median / self.peer.median
 
     @property
-    def met(self) -> bool:
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
         return self.ratio >= self.goal if self.higher_is_better else self.ratio <= self.goal
 
     @property
     def goal_text(self) -> str:
+        if self.goal is None:
+            return "–"
         return f"≥ {self.goal:g}×" if self.higher_is_better else f"≤ {self.goal:g}×"
 
 
@@ -106,10 +111,14 @@ def markdown(rows: list[Row], machine: Machine, command: str) -> str:
     for row in rows:
         lines.append(
             f"| {row.name}: {row.what} | {row.ours} | {row.peer_name} | {row.peer} "
-            f"| {row.ratio:.4g}× | {row.goal_text} | {'yes' if row.met else '**no**'} "
+            f"| {row.ratio:.4g}× | {row.goal_text} | {_met_text(row.met)} "
             f"| {row.when:%Y-%m-%d %H:%M} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _met_text(met: bool | None) -> str:
+    return "–" if met is None else "yes" if met else "**no**"
 
 
 def turns(runs: int) -> Iterator[tuple[int, str]]:
