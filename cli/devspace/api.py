@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from devspace import __version__
 from devspace.credentials import Credentials, Store, rotation_lock
-from devspace.errors import AuthError, DevspaceError, ServerError, SshError
+from devspace.errors import AuthError, DevspaceError, NotFound, ServerError, SshError
 
 if TYPE_CHECKING:
     import requests
@@ -107,6 +107,8 @@ def fail(response: requests.Response, server: str) -> DevspaceError:
         return AuthError(f"Not logged in to {server}, or the sign-in ended: {login_hint(server)}.")
     if response.status_code == 403:
         return AuthError(f"{message} ({login_hint(server)} with the scope it needs).")
+    if response.status_code == 404:
+        return NotFound(message)
     return ServerError(message)
 
 

@@ -43,6 +43,11 @@ class ServerError(DevspaceError):
     exit_code = 4
 
 
+class NotFound(ServerError):
+    """The server has no such thing: a mistyped name, or a space deleted meanwhile. Waiting
+    and retrying cannot help, so reconnect loops end on it."""
+
+
 class SshError(DevspaceError):
     """An SSH connection, channel or tunnel failed, or the network did not get us there."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import paramiko
 
 from devspace.channels import ForwardError, LocalForward, splice
-from devspace.errors import AuthError, DevspaceError, SshError, UsageError
+from devspace.errors import AuthError, DevspaceError, NotFound, SshError, UsageError
 from devspace.ssh import CertificateRefused, Connection, HostKeyMismatch
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ class Tunnels:
         """Keep the tunnels up until `stop()` (or Ctrl-C in the caller's thread).
 
         Raises: AuthError when signing in again is needed, HostKeyMismatch when the space's
-        key changed; every other failure is reported through `say` and retried.
+        key changed, NotFound when the space was deleted; every other failure is reported
+        through `say` and retried.
         """
         while not self._stop.wait(self.probe_every):
             self._report_forward_errors()
@@ -142,8 +143,8 @@ class Tunnels:
             except CertificateRefused as error:
                 # The gateway refuses every certificate while it cannot reach the server.
                 self._say(f"reconnecting in {delay:.1f} s: {error}")
-            except AuthError:
-                raise
+            except (AuthError, NotFound):
+                raise  # signing in again, or the space was deleted: retrying cannot help
             except DevspaceError as error:
                 # Includes a reverse port refused: after a silent drop, the space's sshd holds
                 # the old session's port until its own keepalives give up on it (a minute).

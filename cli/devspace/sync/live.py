@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devspace.errors import AuthError, DevspaceError, SshError, UsageError
+from devspace.errors import AuthError, DevspaceError, NotFound, SshError, UsageError
 from devspace.ssh import Connection
 from devspace.sync.apply import ApplyInterrupted
 from devspace.sync.errors import SyncError
@@ -166,8 +166,8 @@ class SyncSession:
                 pod = self._open()
                 connected, attempt = True, 0
                 self._serve(pod)
-            except (AuthError, UsageError):
-                raise
+            except (AuthError, UsageError, NotFound):
+                raise  # retrying cannot help: signing in again, a fix, or the space is gone
             except (ConnectionLost, ApplyInterrupted, DevspaceError) as error:
                 # Our own failures (the local folder gone, the state unwritable) are not a
                 # network blip; the network's, the server's and a restarting space's are.

@@ -154,3 +154,32 @@ def test_live_sync_follows_both_sides_shows_status_and_stops_on_ctrl_c(
     assert "0 of 0 operations applied" in again.out
     shown = devspace("status", "live", "--output", "json")
     assert json.loads(shown.out)["sync"][0]["state"] == "stopped", (shown.out, said)
+
+
+@pytest.mark.usefixtures("user")
+def test_forward_and_sync_end_with_the_reason_when_their_space_is_deleted(
+    project: Path,
+    devspace: Callable[..., Result],
+    spawn: Callable[..., subprocess.Popen[str]],
+) -> None:
+    (project / "devspace.yaml").write_text(
+        "name: doomed\nimage: devspace.test/shell\ncommand: [sleep, infinity]\n"
+        "sync:\n  local: src\n  remote: /workspace/app\n"
+    )
+    (project / "src").mkdir()
+    (project / "src" / "main.py").write_text("v1\n")
+    assert devspace("up", "-d").code == 0
+    syncing, forwarding = spawn("sync"), spawn("forward", "doomed", "0:8000")
+    said = {"sync": Lines(syncing), "forward": Lines(forwarding)}
+    eventually(lambda: "sync: idle" in said["sync"].text(), what="the first pass", timeout=60)
+
+    deleted = devspace("spaces", "delete", "doomed", "--yes")
+    assert deleted.code == 0, deleted.err
+
+    # Retrying cannot bring a deleted space back: both end (exit 4, the server's refusal)
+    # instead of reconnecting for ever.
+    for name, process in (("sync", syncing), ("forward", forwarding)):
+        assert process.wait(timeout=90) == 4, said[name].finish()
+        text = said[name].finish()
+        assert "no space named 'doomed'" in text, text
+        assert "Traceback" not in text, text
