@@ -14,7 +14,7 @@ from __future__ import annotations
 from flask import Blueprint
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from devspace_server import audit, ca, context, quotas
 from devspace_server.api import reconciler
@@ -84,9 +84,11 @@ _PENDING_PHASES = frozenset({"provisioning", "deleting"})
 
 def _info(space: Space) -> SpaceInfo:
     info = space_info(space, space.owner, context.config().cluster.settings)
-    health = reconciler.current_health()
     applied = space.observed_at is not None and space.observed_at >= space.desired_at
-    if health.ok or (applied and space.phase not in _PENDING_PHASES):
+    if applied and space.phase not in _PENDING_PHASES:
+        return info  # settled: the reconciler's health (a query) cannot change what it says
+    health = reconciler.current_health()
+    if health.ok:
         return info
     # The last observed status stays (it is still the best guess), but a space that waits
     # says why: a person cannot tell a slow reconciler from an unreachable cluster otherwise.
@@ -167,6 +169,8 @@ def list_spaces(query: OwnerQuery) -> SpaceList:
     statement = statement.where(Space.deleted_at.is_(None))
     if query.owner is not None or not _is_admin():
         statement = statement.where(Space.owner_id == _owner(query.owner).id)
+    # The owners come with the join, not one lazy load per space.
+    statement = statement.options(contains_eager(Space.owner))
     spaces = db.scalars(statement.order_by(User.username, Space.name)).all()
     return SpaceList(items=[_info(s) for s in spaces])
 
