@@ -10,6 +10,11 @@ Layout (with `--write`), per server:
   alias `devspace-NAME` (`HostKeyAlias`), so a pod's changing IP does not matter.
 - `~/.ssh/config` gets one line, `Include ~/.ssh/devspace/*.conf`, at its top.
 
+Two servers may both have a space called NAME. OpenSSH would silently take the first file's
+`Host devspace-NAME`, so a name another server's file already has becomes
+`devspace-NAME.<server's host>` here, and the command says so. (Each server has its own
+known_hosts file, so the key alias stays `devspace-NAME`.)
+
 Why an included file rather than a marked block in ~/.ssh/config: the generated part can be
 rewritten whole, every time, without parsing or ever touching a line the person wrote, and
 deleting it is deleting a file. Why at the top: OpenSSH takes the first value it finds for
@@ -27,9 +32,10 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -81,25 +87,56 @@ def known_hosts_line(space: str, public_key: str) -> str:
     return f"{alias(space)} {key_type} {blob}\n"
 
 
+def host_names(server: str, spaces: Sequence[str], taken: Collection[str]) -> dict[str, str]:
+    """Each space's `Host` name: its alias, or, when another server's file has that name
+    (`taken`), the alias qualified by `server`'s host (and port)."""
+    qualifier = (urlsplit(server).netloc or server).replace(":", "-")
+    return {
+        name: f"{alias(name)}.{qualifier}" if alias(name) in taken else alias(name)
+        for name in spaces
+    }
+
+
+def taken_elsewhere(own: Path) -> set[str]:
+    """The `Host` names that the other servers' files beside `own` define."""
+    names: set[str] = set()
+    for path in own.parent.glob("*.conf"):
+        if path == own:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # not ours to judge: OpenSSH will say what is wrong with it
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0].lower() == "host":
+                names.update(words[1:])
+    return names
+
+
 def render(
-    server: str, spaces: Sequence[dict[str, Any]], known_hosts: Path, ssh_dir: Path | None = None
+    server: str,
+    spaces: Sequence[dict[str, Any]],
+    known_hosts: Path,
+    ssh_dir: Path | None = None,
+    taken: Collection[str] = (),
 ) -> str:
     """The configuration text for `server`'s `spaces` (as the API lists them); `ssh_dir` is
-    passed on to the proxy when it is not the default."""
+    passed on to the proxy when it is not the default; `taken`: other servers' `Host` names."""
     from devspace.certificates import key_directory  # noqa: PLC0415
 
     keys = key_directory(server)
     cli = devspace_command()
     where = ["--ssh-dir", str(ssh_dir)] if ssh_dir is not None else []
+    hosts = host_names(server, [str(s["name"]) for s in spaces], taken)
     lines = [
         f"# Written by `devspace ssh-config --write` for {server}; it rewrites this file.",
         "",
     ]
-    for space in spaces:
-        name = str(space["name"])
+    for name, host in hosts.items():
         proxy = _command_line([*cli, "proxy", "--server", server, *where, name])
         lines += [
-            f"Host {alias(name)}",
+            f"Host {host}",
             f"  HostName {name}",
             "  User dev",
             f"  ProxyCommand {proxy}",
@@ -114,12 +151,11 @@ def render(
             "  ForwardAgent no",
             "",
         ]
-    if spaces:
-        hosts = ",".join(alias(str(s["name"])) for s in spaces)
+    if hosts:
         renew = _command_line([*cli, "proxy", "--server", server, "--certificate-only"])
         lines += [
             "# Renews the certificate before OpenSSH reads it; sets nothing.",
-            f'Match originalhost {hosts} exec "{renew}"',
+            f'Match originalhost {",".join(hosts.values())} exec "{renew}"',
             "",
         ]
     return "\n".join(lines)
@@ -148,7 +184,8 @@ def include(config: Path, pattern: Path) -> bool:
 )
 @server_option
 def ssh_config(write: bool, ssh_dir: Path | None, server: str | None) -> None:
-    """OpenSSH configuration for your spaces, as hosts `devspace-NAME`.
+    """OpenSSH configuration for your spaces, as hosts `devspace-NAME`
+    (`devspace-NAME.HOST` when another server's spaces already have that name).
 
     Prints it; with --write, keeps it in ~/.ssh/devspace/ and includes it from the top of
     ~/.ssh/config (once), so that `ssh devspace-NAME`, `scp`, VS Code Remote-SSH and JetBrains
@@ -164,7 +201,8 @@ def ssh_config(write: bool, ssh_dir: Path | None, server: str | None) -> None:
     ssh_dir = ssh_dir or Path.home() / ".ssh"
     config_file, known_hosts = files(ssh_dir, url)
     spaces = [s for s in api.call("GET", "/spaces")["items"] if s.get("host_key")]
-    text = render(url, spaces, known_hosts, given_dir)
+    taken = taken_elsewhere(config_file)
+    text = render(url, spaces, known_hosts, given_dir, taken)
     if not write:
         click.echo(text)
         progress(f"(printed only: `--write` keeps it in {config_file} with its known hosts)")
@@ -180,8 +218,11 @@ def ssh_config(write: bool, ssh_dir: Path | None, server: str | None) -> None:
     if os.name == "posix":
         ssh_dir.chmod(ssh_dir.stat().st_mode & 0o755)  # ssh refuses group-writable dirs
     added = include(ssh_dir / "config", config_file.parent / "*.conf")
-    names = ", ".join(alias(str(s["name"])) for s in spaces) or "none yet"
+    hosts = host_names(url, [str(s["name"]) for s in spaces], taken)
     progress(
-        f"Wrote {config_file} (hosts: {names})"
+        f"Wrote {config_file} (hosts: {', '.join(hosts.values()) or 'none yet'})"
         + (f" and included it from {ssh_dir / 'config'}." if added else ".")
     )
+    for name, host in hosts.items():
+        if host != alias(name):
+            progress(f"Space {name} is {host}: another server's file already has {alias(name)}.")

@@ -9,7 +9,7 @@ import pytest
 
 from devspace.commands.execute import DashDashCommand, split_command
 from devspace.commands.proxy import _pin
-from devspace.commands.sshconfig import include, known_hosts_line, render
+from devspace.commands.sshconfig import include, known_hosts_line, render, taken_elsewhere
 from devspace.errors import UsageError
 from devspace.tunnels import PortPair, parse
 
@@ -84,3 +84,25 @@ def test_the_proxy_updates_only_its_own_pin(tmp_path: Path) -> None:
     assert known_hosts.read_text() == other + "devspace-web ssh-ed25519 AAAAnew\n"
     _pin(tmp_path / "absent", "web", "ssh-ed25519 AAAAnew")  # no ssh-config: nothing to do
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_name_another_server_has_is_qualified_by_this_servers_host(tmp_path: Path) -> None:
+    directory = tmp_path / "devspace"
+    directory.mkdir()
+    (directory / "other.conf").write_text("Host devspace-web\n  HostName web\nhost a b\n")
+    (directory / "ours.conf").write_text("Host devspace-api\n")  # our own earlier file
+    taken = taken_elsewhere(directory / "ours.conf")
+    assert taken == {"devspace-web", "a", "b"}
+
+    text = render(
+        "https://ds.example:8443", [{"name": "web"}, {"name": "api"}], tmp_path / "kh", None, taken
+    )
+    lines = text.splitlines()
+    assert "Host devspace-web.ds.example-8443" in lines
+    assert "Host devspace-api" in lines
+    # The key alias stays short: each server has a known_hosts file of its own.
+    assert "  HostKeyAlias devspace-web" in lines
+    assert any(
+        line.startswith("Match originalhost devspace-web.ds.example-8443,devspace-api ")
+        for line in lines
+    )

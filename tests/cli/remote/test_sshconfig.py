@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from ssh.gateway_bed import changed
@@ -63,6 +64,26 @@ def test_scp_copies_into_the_workspace(written: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     expected = subprocess.run(["sha256sum", str(local)], capture_output=True, text=True, check=True)
     assert result.stdout.split()[0] == expected.stdout.split()[0]
+
+
+def test_a_space_name_another_server_has_gets_a_host_of_its_own(
+    bed: Bed, ssh_dir: Path, devspace: Callable[..., Result]
+) -> None:
+    # Another server's spaces, written first: OpenSSH would take its `Host` for ours.
+    (ssh_dir / "devspace").mkdir()
+    (ssh_dir / "devspace" / "0-other-server.conf").write_text(
+        f"Host {HOST}\n  HostName 192.0.2.1\n  ProxyCommand false\n"
+    )
+    result = devspace("ssh-config", "--write", "--ssh-dir", str(ssh_dir))
+    assert result.code == 0, result.err
+    ours = f"{HOST}.{urlsplit(bed.url).netloc.replace(':', '-')}"
+    assert f"Space {SPACE} is {ours}" in result.err
+
+    reached = ssh(ssh_dir / "config", ours, "echo $USER $PWD")
+    assert reached.returncode == 0, reached.stderr
+    assert reached.stdout == "dev /workspace\n"
+    # The other server's host is left as it was: ours never takes its name.
+    assert ssh(ssh_dir / "config", HOST, "true").returncode != 0
 
 
 def test_writing_is_idempotent_and_keeps_the_persons_own_lines(
