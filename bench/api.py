@@ -49,6 +49,7 @@ from devspace_server.models import Role, Space, utcnow  # noqa: E402
 from server.oauth_flows import bearer, make_token  # noqa: E402
 from ssh.conftest import keygen  # noqa: E402
 from testbed import dockerfile  # noqa: E402
+from testbed.process import free_port  # noqa: E402
 # isort: on
 
 RATES = (50, 100, 200)
@@ -111,13 +112,6 @@ class Phase:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _database(directory: Path) -> tuple[dict[str, str], str]:
     """A migrated SQLite database with the bench user, its spaces and a token: the server's
     environment and the token."""
@@ -171,7 +165,7 @@ def container_flags() -> list[str]:
 @contextmanager
 def _gunicorn(app: str, env: dict[str, str], directory: Path, log: Path) -> Iterator[Server]:
     """gunicorn with the container's flags serving `app`, until the context ends."""
-    port = _free_port()
+    port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DEVSPACE_", "XDG_"))}
     clean |= env | {"PYTHONPATH": str(REPOSITORY)}
     argv = [str(GUNICORN), f"--bind=127.0.0.1:{port}", *container_flags(), app]

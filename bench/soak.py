@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,9 @@ from pathlib import Path
 
 from bench.gateway import GatewayRoute
 from bench.report import Row, Samples, now
-from bench.tunnel import fetch
+from bench.tunnel import fetch, listening
 from devspace.errors import DevspaceError
+from testbed.process import free_port
 
 MEBIBYTES = 32
 
@@ -69,26 +69,6 @@ def _served_blob() -> Iterator[tuple[str, int]]:
         shutil.rmtree(served)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ssh -J -L exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("ssh -J -L did not listen within 30 s")
-
-
 def _download(side: Side, port: int, path: str, size: int) -> None:
     try:
         received, seconds = fetch(port, path)
@@ -112,14 +92,14 @@ def soak(route: GatewayRoute, minutes: float) -> tuple[list[Row], list[str]]:
     idle = total * 5 / 6
     sides = {"ours": Side(), "peer": Side()}
     connection = route.connection()
-    port = _free_port()
+    port = free_port()
     argv = ["ssh", "-F", str(route.ssh_config), "-J", route.jump, "-N"]
     argv += ["-L", f"{port}:127.0.0.1:8000", route.target]
     with _served_blob() as (path, size), connection:
         ports = {"ours": connection.forward_local(0, "127.0.0.1", 8000).port, "peer": port}
         ssh = subprocess.Popen(argv)
         try:
-            _listening(port, ssh)
+            listening(port, ssh, seconds=30)
             for side in ("ours", "peer"):  # both carry one download before the idle
                 received, _ = fetch(ports[side], path)
                 if received < size:

@@ -24,6 +24,7 @@ from bench.gateway import GatewayRoute
 from bench.report import Row, Samples, now, turns
 from bench.sync import CIPHER
 from devspace.ssh import Connection
+from testbed.process import free_port
 
 # The client runs in its own process, as a browser or curl would: in the bench's process it
 # would contend for the GIL with paramiko's forwarding threads, a cost no user pays.
@@ -60,17 +61,19 @@ def _timed(port: int, path: str, size: int) -> float:
     return size / (1 << 20) / seconds
 
 
-def _listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
+def listening(port: int, process: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    """Wait until `process` (an `ssh … -L`) listens on 127.0.0.1:`port`. Raises RuntimeError
+    if it exits first or is not listening within `seconds`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"ssh -L exited with {process.returncode}")
+            raise RuntimeError(f"ssh exited with {process.returncode} before listening")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("ssh -L did not listen within 15 s")
+    raise RuntimeError(f"ssh -L did not listen on port {port} within {seconds:g} s")
 
 
 @contextmanager
@@ -91,13 +94,6 @@ def _served_blob(mebibytes: int) -> Iterator[tuple[str, int]]:
         shutil.rmtree(served)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _throughput(
     connection: Connection, ssh_argv: list[str], runs: int, mebibytes: int, label: str
 ) -> tuple[list[float], list[float], str | None]:
@@ -106,11 +102,11 @@ def _throughput(
     with _served_blob(mebibytes) as (path, size), connection:
         ours_port = connection.forward_local(0, "127.0.0.1", 8000).port
         client = connection.gateway_client
-        peer_port = _free_port()
+        peer_port = free_port()
         argv = [*ssh_argv[:1], "-N", "-L", f"{peer_port}:127.0.0.1:8000", *ssh_argv[1:]]
         ssh = subprocess.Popen(argv)
         try:
-            _listening(peer_port, ssh)
+            listening(peer_port, ssh)
             fetch(ours_port, "/")  # both tunnels up and warm before timing
             fetch(peer_port, "/")
             ours: list[float] = []
