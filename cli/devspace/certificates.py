@@ -31,10 +31,16 @@ def key_directory(server: str) -> Path:
     return config_dir() / "ssh" / server_slug(server)
 
 
+GATEWAY_PINS = "gateway.known_hosts"
+"""The file, in a server's key directory, that pins its gateway for `devspace proxy`'s
+`ssh -W`."""
+
+
 def forget(server: str) -> None:
-    """Delete `server`'s key and certificate (on logout); no error when there are none."""
+    """Delete `server`'s key, certificate and gateway pin (on logout); no error when there
+    are none."""
     directory = key_directory(server)
-    for name in ("id_ed25519", "id_ed25519.pub", "id_ed25519-cert.pub"):
+    for name in ("id_ed25519", "id_ed25519.pub", "id_ed25519-cert.pub", GATEWAY_PINS):
         (directory / name).unlink(missing_ok=True)
 
 

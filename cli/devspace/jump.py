@@ -58,7 +58,9 @@ MINIMUM_VERSION = (7, 3)
 CARRIER = "pipe" if os.name == "nt" else "socket"
 """How bytes reach the process: a socket pair (measured faster: no thread, no copies in
 Python) or pipes (Windows, where a socket cannot be a child's standard handle)."""
-_ALIAS = "devspace-gateway"  # the known_hosts name: no [host]:port spelling to get right
+GATEWAY_ALIAS = "devspace-gateway"
+"""The gateway's name in the known_hosts files given to `ssh -W` (`HostKeyAlias`): no
+[host]:port spelling to get right, and an address change needs no new line."""
 # Per pinned key type, the signature algorithms to offer, so the server presents the pinned key.
 HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 
@@ -140,7 +142,7 @@ def command(
         "IdentityFile": _quoted(identity.private_key),
         "CertificateFile": _quoted(identity.certificate),
         "PreferredAuthentications": "publickey",
-        "HostKeyAlias": _ALIAS,
+        "HostKeyAlias": GATEWAY_ALIAS,
         "UserKnownHostsFile": _quoted(known_hosts),
         "GlobalKnownHostsFile": _quoted(Path(os.devnull)),
         "StrictHostKeyChecking": "yes",
@@ -253,7 +255,7 @@ class OpenSshHop:
         self._stderr: deque[str] = deque(maxlen=40)
         descriptor, name = tempfile.mkstemp(prefix="devspace-", suffix=".known_hosts")
         self.known_hosts = Path(name)
-        self.pins = f"{_ALIAS} {gateway.host_key.key}\n"
+        self.pins = f"{GATEWAY_ALIAS} {gateway.host_key.key}\n"
         with os.fdopen(descriptor, "w", encoding="ascii") as pins:
             pins.write(self.pins)
         self.argv = command(

@@ -4,8 +4,9 @@
 Layout (with `--write`), per server:
 
 - `~/.ssh/devspace/<server>.conf`: one `Host devspace-NAME` block per space, with
-  `devspace proxy NAME` as ProxyCommand (the gateway hop, pinned, in paramiko), the CLI's own
-  key and certificate, and `StrictHostKeyChecking yes` against
+  `devspace proxy NAME` as ProxyCommand (the gateway hop, pinned: the proxy becomes OpenSSH's
+  `ssh -W`, or relays with paramiko), the CLI's own key and certificate, and
+  `StrictHostKeyChecking yes` against
 - `~/.ssh/devspace/<server>.known_hosts`: each sidecar's published host key, under the
   alias `devspace-NAME` (`HostKeyAlias`), so a pod's changing IP does not matter.
 - `~/.ssh/config` gets one line, `Include ~/.ssh/devspace/*.conf`, at its top.
