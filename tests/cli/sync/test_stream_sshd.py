@@ -155,6 +155,6 @@ def test_a_tree_of_many_small_files_goes_in_parallel_streams(
     report = pair.sync()
 
     assert report.settled
-    assert len(streams) == 4  # two windows (1,000 and 500 files), two streams each
+    assert len(streams) == 2  # one window of 1,540 operations (not 1,000 + 540), two streams
     assert sh(shell, pair, "find . -type f | wc -l").strip() == "1500"
     assert_converged(pair)
