@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +54,25 @@ class PassReport:
         return self.applied is not None and self.applied.complete
 
 
+@contextlib.contextmanager
+def without_collector_pauses() -> Iterator[None]:
+    """Python's cycle collector off for the length of a pass (also a decorator).
+
+    A pass builds tens of thousands of objects that all live until it ends (three snapshots,
+    the plan), and each one the collector sweeps anew: on a 10,000-file first sync its full
+    sweeps took 0.18-0.23 s of a 1-s pass (measured with `gc.callbacks`). Reference counting
+    still frees everything the pass drops; the collector looks for cycles again afterwards.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@without_collector_pauses()
 def sync_once(
     local_root: Path,
     pod: PodFolder,
