@@ -392,8 +392,8 @@ def _give_back_memory() -> None:
 
     Python frees one of its 1 MiB arenas only once nothing in it is allocated; the free lists
     of tuples (up to 2,000 per length: the pass's last records) count as allocated and pin
-    dozens of them. A full collection empties those lists; glibc then keeps
-    its own freed heap until `malloc_trim` gives it back.
+    dozens of them. A full collection empties those lists; glibc then keeps its own freed
+    heap until `malloc_trim` gives it back.
     """
     gc.collect()
     if sys.platform != "linux":

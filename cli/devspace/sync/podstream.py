@@ -217,9 +217,9 @@ def source(root: Path, op: Upload) -> Iterator[BinaryIO]:
     """
     full = os.path.join(root, *op.path.split("/"))
     with os.fdopen(os.open(full, _FLAGS), "rb") as file:
-        _check_source(file, op)
+        _check_info(os.fstat(file.fileno()), op)
         yield file
-        _check_source(file, op)  # not written to while it was read
+        _check_info(os.fstat(file.fileno()), op)  # not written to while it was read
 
 
 def read_small(root: Path, op: Upload) -> bytes:
@@ -240,10 +240,6 @@ def read_small(root: Path, op: Upload) -> bytes:
     if len(data) != op.source.size:
         raise Changed("it changed since the plan")
     return data
-
-
-def _check_source(file: BinaryIO, op: Upload) -> None:
-    _check_info(os.fstat(file.fileno()), op)
 
 
 def _check_info(info: os.stat_result, op: Upload) -> None:
