@@ -177,9 +177,10 @@ def test_the_api_answers_during_an_apiserver_outage_and_the_reconciler_catches_u
             timeout=15,
         )
         assert alice("GET", "/api/v1/spaces/other")["waiting"] is None
-        # The control plane's part: kube-controller-manager's informers back off for up to
-        # ~30 s after an outage before they create other's pod and delete work's.
-        eventually(lambda: phase("other", "running"), what="other to run", timeout=60)
+        # The control plane's part: kube-controller-manager's informers back off after an
+        # outage before they create other's pod and delete work's: client-go's reflector waits
+        # up to 30 s between tries, doubled by its jitter, so up to a minute after the return.
+        eventually(lambda: phase("other", "running"), what="other to run", timeout=120)
         eventually(
             lambda: (
                 alice("GET", "/api/v1/spaces/work")["reason"] == "stopped; the workspace is kept"

@@ -34,7 +34,15 @@ class LiveServer:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         assert self.app is not None, "no app is being served"
-        return self.app(environ, start_response)
+        # Buffered and closed here: werkzeug's server never closes a response whose client
+        # reset the connection (a browser leaving a page while a stylesheet still loads), and
+        # the open static file then fails the test with a ResourceWarning.
+        response = self.app(environ, start_response)
+        try:
+            return [b"".join(response)]
+        finally:
+            if hasattr(response, "close"):
+                response.close()
 
     def stop(self) -> None:
         self.server.shutdown()
