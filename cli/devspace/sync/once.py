@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,6 +28,9 @@ from devspace.sync.remote import FolderMissing, PodFolder
 from devspace.sync.scan import add_digests, scan
 from devspace.sync.snapshot import Ancestor, Kind, Snapshot
 from devspace.sync.state import AncestorStore
+
+# How old a pass's listing may be and still stand for the pod in the check before writing.
+FRESH_LISTING_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,10 @@ def sync_once(
     missing = False
     try:
         remote = pod.listing(local_scan.rules)
+        listed_at = time.monotonic()
     except FolderMissing:
         # The pod's folder is gone: plan against nothing, so the empty-root brake speaks.
-        remote, missing = Snapshot(), True
+        remote, missing, listed_at = Snapshot(), True, time.monotonic()
     if not dry_run:
         remove_local_temporaries(local_root, sorted(local.ignored))
         remove_temporaries(pod, sorted(remote.ignored))
@@ -123,8 +128,21 @@ def sync_once(
     result = plan(local, remote, ancestor, options)
     if result.stopped or dry_run:
         return PassReport(result, None, missing, ancestor, local_scan.rules)
+    # A listing this fresh answers the first check before writing, as a scoped pass's does
+    # (a round trip and a look at every path less: 0.06 s of a 10,000-file first sync).
+    # Deletes and the last check before each file is put in place still ask the pod.
+    fresh = time.monotonic() - listed_at < FRESH_LISTING_SECONDS
     try:
-        applied = apply(result, local_root, pod, local, remote, progress=progress, tar=tar)
+        applied = apply(
+            result,
+            local_root,
+            pod,
+            local,
+            remote,
+            progress=progress,
+            tar=tar,
+            listed=(lambda path: True) if fresh else None,
+        )
     except ApplyInterrupted as error:
         store.save(settled(ancestor, result, error.partial))
         raise

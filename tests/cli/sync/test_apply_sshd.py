@@ -28,9 +28,10 @@ import pytest
 from ssh.conftest import *  # noqa: F403
 from ssh.conftest import Keys, Sidecar
 
+from devspace.sync import once
 from devspace.sync.apply import ApplyInterrupted, apply
 from devspace.sync.once import PassReport, sync_once
-from devspace.sync.operations import BrakeReason, MakeDir, Upload
+from devspace.sync.operations import BrakeReason, MakeDir, SyncPlan, Upload
 from devspace.sync.plan import PlanOptions, plan
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.remote import PodFolder
@@ -352,6 +353,32 @@ def test_a_missing_pod_folder_stops_the_pass(pair: Pair, shell: PodFolder) -> No
     assert report.missing_remote
     assert [b.reason for b in report.plan.brakes] == [BrakeReason.EMPTY_ROOT]
     assert (pair.local / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("tar", [False, True], ids=["sftp", "tar"])
+def test_a_pod_file_made_after_the_passs_listing_is_not_overwritten(
+    pair: Pair, shell: PodFolder, tar: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full pass trusts its own fresh listing for the first check before writing; the file
+    # the developer makes in the pod right after that listing must still win.
+    write(pair.local / "new.txt", "from the laptop")
+    write(pair.local / "other.txt", "also new")
+    def plan_then_edit_in_the_pod(*args: object, **kwargs: object) -> SyncPlan:
+        result = plan(*args, **kwargs)  # type: ignore[arg-type]
+        sh(shell, pair, "printf 'made in the pod' > new.txt")
+        return result
+
+    monkeypatch.setattr(once, "plan", plan_then_edit_in_the_pod)
+    report = sync_once(pair.local, pair.pod, pair.store, options=OPTIONS, tar=tar)
+
+    assert report.applied is not None
+    assert [s.operation.path for s in report.applied.stale] == ["new.txt"]
+    assert sh(shell, pair, "cat new.txt") == "made in the pod"
+    assert sh(shell, pair, "cat other.txt") == "also new"
+    monkeypatch.undo()
+    again = pair.sync()  # the next pass sees a conflict and keeps both versions
+    assert [c.path for c in again.plan.conflicts] == ["new.txt"]
+    assert_converged(pair)
 
 
 @pytest.mark.parametrize("tar", [False, True], ids=["sftp", "tar"])
