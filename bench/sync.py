@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.bed import Sidecar
 from bench.report import Row, Samples, now, turns
-from devspace.sync.once import sync_once
+from devspace.sync.once import scan_ahead, sync_once
 from devspace.sync.remote import PodFolder
 from devspace.sync.state import AncestorStore, FolderKey
 
@@ -39,11 +39,13 @@ def make_small_files(root: Path, count: int) -> None:
 def sync_upload(sidecar: Sidecar, local: Path, remote: str, state: Path) -> float:
     """Seconds for one `sync --once` pass of `local` into the empty pod folder `remote`."""
     started = time.perf_counter()
+    scanned = scan_ahead(local)  # while connecting, as `devspace sync` does
     with (
         sidecar.connection() as connection,
         AncestorStore.for_folder(FolderKey("bench", str(local), remote), state) as store,
     ):
-        report = sync_once(local, PodFolder(connection.sftp(), remote), store)
+        pod = PodFolder(connection.sftp(), remote)
+        report = sync_once(local, pod, store, scanned=scanned.result())
     seconds = time.perf_counter() - started
     if not report.settled:
         raise RuntimeError(f"the sync pass did not settle: {report.plan}")

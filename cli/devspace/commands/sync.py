@@ -142,13 +142,14 @@ class Run:
         SshError for everything else that stops a pass.
         """
         from devspace.sync.lock import FolderLock  # noqa: PLC0415
-        from devspace.sync.once import sync_once  # noqa: PLC0415
+        from devspace.sync.once import scan_ahead, sync_once  # noqa: PLC0415
         from devspace.sync.remote import PodFolder  # noqa: PLC0415
         from devspace.sync.state import AncestorStore  # noqa: PLC0415
 
         key = self._key()
         options = self._options()
         shown = Progress(self.err) if self.terminal and not dry_run else None
+        scanned = scan_ahead(self.local, ignore=self.ignore, gitignore=self.gitignore)
         with FolderLock(key), AncestorStore.for_folder(key) as store, self.connect() as conn:
             if not dry_run and not len(store.load()):
                 # A first sync makes its pod folder; later, a missing one is a warning sign (a
@@ -168,6 +169,7 @@ class Run:
                 gitignore=self.gitignore,
                 dry_run=dry_run,
                 progress=shown,
+                scanned=scanned.result(),
             )
             if report.stopped and not dry_run and self.confirm(report.plan):
                 confirmed = frozenset(b.reason for b in report.plan.brakes)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from devspace.sync.plan import PlanOptions, conflict_stamp, needs_digest, plan
 from devspace.sync.podstream import remove_temporaries
 from devspace.sync.policy import IgnoreRules, NameRules
 from devspace.sync.remote import FolderMissing, PodFolder
-from devspace.sync.scan import add_digests, scan
+from devspace.sync.scan import LocalScan, add_digests, scan
 from devspace.sync.snapshot import Ancestor, Kind, Snapshot
 from devspace.sync.state import AncestorStore
 
@@ -76,6 +78,29 @@ def without_collector_pauses() -> Iterator[None]:
             gc.enable()
 
 
+def scan_ahead(
+    local_root: Path, *, ignore: tuple[str, ...] = (), gitignore: bool = True
+) -> Future[LocalScan]:
+    """The local scan a pass starts with, begun now on a thread of its own.
+
+    Started before connecting, it is done by the time the pod answers: on a 10,000-file
+    first sync the scan (0.05 s) fits in the time the connection takes to set up (0.065 s).
+    Hand its result to `sync_once` as `scanned`; a scan that failed raises there (ScanError).
+    """
+    future: Future[LocalScan] = Future()
+
+    def run() -> None:
+        try:
+            with without_collector_pauses():
+                rules = IgnoreRules.load(local_root, extra=ignore, use_gitignore=gitignore)
+                future.set_result(scan(local_root, rules))
+        except BaseException as error:  # handed on to whoever waits for the result
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="sync-scan", daemon=True).start()
+    return future
+
+
 @without_collector_pauses()
 def sync_once(
     local_root: Path,
@@ -88,6 +113,7 @@ def sync_once(
     progress: Progress | None = None,
     tar: bool | None = None,
     dry_run: bool = False,
+    scanned: LocalScan | None = None,
 ) -> PassReport:
     """Run one pass between `local_root` and `pod`, recording the new ancestor in `store`.
 
@@ -95,6 +121,8 @@ def sync_once(
     `.gitignore` files out of the rules (devspace.yaml's `sync.gitignore`). A brake returns a
     stopped report without touching anything; confirm with `options.confirmed` and run again.
     `dry_run` plans and returns without touching either side or the recorded state.
+    `scanned` is a scan of `local_root` made moments ago (see `scan_ahead`) with the same
+    `ignore` and `gitignore`; without it the pass scans first.
 
     Raises ScanError if the local folder cannot be read, ListingError if the pod's listing is
     malformed, ApplyInterrupted (after recording what was done) if the connection drops during
@@ -103,13 +131,13 @@ def sync_once(
     options = options or PlanOptions(local_names=NameRules.for_platform())
     if not options.conflict_stamp:
         options = replace(options, conflict_stamp=conflict_stamp(datetime.now(UTC)))
-    local_scan = scan(
-        local_root, IgnoreRules.load(local_root, extra=ignore, use_gitignore=gitignore)
-    )
-    local = local_scan.snapshot
+    if scanned is None:
+        rules = IgnoreRules.load(local_root, extra=ignore, use_gitignore=gitignore)
+        scanned = scan(local_root, rules)
+    local = scanned.snapshot
     missing = False
     try:
-        remote = pod.listing(local_scan.rules)
+        remote = pod.listing(scanned.rules)
         listed_at = time.monotonic()
     except FolderMissing:
         # The pod's folder is gone: plan against nothing, so the empty-root brake speaks.
@@ -127,7 +155,7 @@ def sync_once(
         )
     result = plan(local, remote, ancestor, options)
     if result.stopped or dry_run:
-        return PassReport(result, None, missing, ancestor, local_scan.rules)
+        return PassReport(result, None, missing, ancestor, scanned.rules)
     # A listing this fresh answers the first check before writing, as a scoped pass's does
     # (a round trip and a look at every path less: 0.06 s of a 10,000-file first sync).
     # Deletes and the last check before each file is put in place still ask the pod.
@@ -148,4 +176,4 @@ def sync_once(
         raise
     recorded = settled(ancestor, result, applied)
     store.save(recorded)
-    return PassReport(result, applied, missing, recorded, local_scan.rules)
+    return PassReport(result, applied, missing, recorded, scanned.rules)

@@ -155,7 +155,7 @@ class PodWriter:
             elif isinstance(op, MakeDir):
                 fresh[op.path] = DIRECTORY
             elif isinstance(op, Upload):
-                fresh[op.path] = remote_entry(op)
+                fresh[op.path] = op.source  # a file: what the checks of later ones look at
         return accepted
 
     def _problem(self, op: Operation, fresh: dict[str, Entry | None]) -> str | None:

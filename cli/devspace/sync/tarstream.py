@@ -23,6 +23,10 @@ from collections.abc import Iterable, Sequence
 
 _BLOCK = 512
 END = b"\0" * (2 * _BLOCK)  # two zero blocks end an archive
+_MAGIC = b"ustar  \x00"  # GNU's, with its version
+# What the checksum counts for the header fields that never vary: its own field as spaces,
+# the type "0" (a regular file) and the magic.
+_FIXED_SUM = 8 * ord(" ") + ord("0") + sum(_MAGIC)
 NO_PERL = b"devspace-no-perl\n"
 
 # Runs in the sync root with the list's name as its argument. For each pair of NUL-terminated
@@ -109,15 +113,13 @@ def header(name: bytes, size: int, mode: int, mtime: int) -> bytes:
         info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
         info.size, info.mode, info.mtime = size, mode, mtime
         return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    block = bytearray(_BLOCK)
-    block[: len(name)] = name
-    block[100:124] = b"%07o\x00%07o\x00%07o\x00" % (mode, 0, 0)
-    block[124:148] = b"%011o\x00%011o\x00" % (size, mtime)
-    block[148:156] = b" " * 8  # the checksum counts its own field as spaces
-    block[156] = ord("0")
-    block[257:265] = b"ustar  \x00"
-    block[148:156] = b"%06o\x00 " % sum(block)
-    return bytes(block)
+    ids = b"%07o\x00%07o\x00%07o\x00" % (mode, 0, 0)
+    times = b"%011o\x00%011o\x00" % (size, mtime)
+    # The checksum adds up every byte of the block: only these fields vary (a third of the
+    # time of summing all 512, for each of tens of thousands of files).
+    checksum = sum(name) + sum(ids) + sum(times) + _FIXED_SUM
+    fields = (name, bytes(100 - len(name)), ids, times, b"%06o\x00 " % checksum, b"0")
+    return b"".join((*fields, bytes(100), _MAGIC, bytes(_BLOCK - 265)))
 
 
 def padding(size: int) -> bytes:

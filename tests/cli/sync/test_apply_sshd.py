@@ -363,6 +363,7 @@ def test_a_pod_file_made_after_the_passs_listing_is_not_overwritten(
     # the developer makes in the pod right after that listing must still win.
     write(pair.local / "new.txt", "from the laptop")
     write(pair.local / "other.txt", "also new")
+
     def plan_then_edit_in_the_pod(*args: object, **kwargs: object) -> SyncPlan:
         result = plan(*args, **kwargs)  # type: ignore[arg-type]
         sh(shell, pair, "printf 'made in the pod' > new.txt")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devspace.sync.errors import ListingError, ScanError
+from devspace.sync.once import scan_ahead
 from devspace.sync.plan import plan
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.scan import (
@@ -148,6 +149,20 @@ def test_a_missing_root_is_an_error_not_an_empty_tree(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(ScanError, match="not a directory"):
         scan(tmp_path / "file")
+
+
+def test_a_scan_ahead_sees_what_a_scan_sees_and_fails_the_same_way(tmp_path: Path) -> None:
+    build(tmp_path)
+    (tmp_path / ".gitignore").write_text("*.txt\n")
+
+    ahead = scan_ahead(tmp_path, ignore=("node_modules/",)).result(timeout=10)
+
+    expected = scan(tmp_path, IgnoreRules.load(tmp_path, extra=("node_modules/",)))
+    assert ahead.snapshot == expected.snapshot
+    assert ahead.snapshot.ignored == {"notes.txt", "node_modules"}
+    assert scan_ahead(tmp_path, gitignore=False).result(timeout=10).snapshot.get("notes.txt")
+    with pytest.raises(ScanError, match="missing"):
+        scan_ahead(tmp_path / "nope").result(timeout=10)
 
 
 def test_digests_are_sha256_of_the_content(tmp_path: Path) -> None:
