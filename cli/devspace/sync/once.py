@@ -156,10 +156,11 @@ def sync_once(
     result = plan(local, remote, ancestor, options)
     if result.stopped or dry_run:
         return PassReport(result, None, missing, ancestor, scanned.rules)
-    # A listing this fresh answers the first check before writing, as a scoped pass's does
-    # (a round trip and a look at every path less: 0.06 s of a 10,000-file first sync).
-    # Deletes and the last check before each file is put in place still ask the pod.
-    fresh = time.monotonic() - listed_at < FRESH_LISTING_SECONDS
+    # While it is this fresh, the listing answers the first check before writing, as a
+    # scoped pass's does (a round trip and a look at every path less: 0.06 s of a
+    # 10,000-file first sync); once downloads or planning made it older, the pod is asked.
+    # Deletes and the last check before each file is put in place always ask the pod.
+    fresh_until = listed_at + FRESH_LISTING_SECONDS
     try:
         applied = apply(
             result,
@@ -169,7 +170,7 @@ def sync_once(
             remote,
             progress=progress,
             tar=tar,
-            listed=(lambda path: True) if fresh else None,
+            listed=lambda path: time.monotonic() < fresh_until,
         )
     except ApplyInterrupted as error:
         store.save(settled(ancestor, result, error.partial))
