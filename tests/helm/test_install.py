@@ -1,9 +1,9 @@
 """The chart against the test bed's real kube-apiserver: every rendered object through
 server-side dry-run, then `helm install`, `upgrade`, `uninstall` and a reinstall for real.
 
-No pod runs here (the test node runs only known test images, and no scheduler is started),
-so these tests stop at what the API server decides: admission (Pod Security "restricted"),
-validation, RBAC, and the objects helm leaves behind.
+These tests judge what the API server decides: admission (Pod Security "restricted"),
+validation, RBAC, and the objects helm leaves behind. Whether the installed pods run and
+become Ready is test_chart_pods.py's part (the test node runs our built images there).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 It registers the Node and keeps its Lease fresh, watches pods and claims, binds pending pods
 to its node, hands the node's pods to PodWorkers (testbed.pods) and claims to the Provisioner
 (testbed.storage). It also watches namespaces and NetworkPolicies, for the Firewall
-(testbed.firewall) that enforces policies in its pods. See testbed.node for what the test node
-does and does not do.
+(testbed.firewall) that enforces policies in its pods, and Services and EndpointSlices, for
+the Services rules and names in its pods (testbed.services). See testbed.node for what the
+test node does and does not do.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import time
 from pathlib import Path
 
 from testbed import netns
+from testbed.apiservice import ApiService
 from testbed.firewall import Firewall
 from testbed.kubeapi import ApiError, KubeClient, Object, now, now_micro
 from testbed.pods import NodeContext, PodWorker
+from testbed.services import Services
 from testbed.storage import Provisioner
 
 LEASE_SECONDS = 40
@@ -59,6 +62,8 @@ class Agent:
         self.claims: dict[str, Object] = {}
         self.namespaces: dict[str, Object] = {}
         self.policies: dict[str, Object] = {}
+        self.services: dict[str, Object] = {}
+        self.slices: dict[str, Object] = {}
         self.firewall = Firewall(str(bridge.gateway), self.pods, self.namespaces, self.policies)
         self.node = NodeContext(api, name, bridge, directory, self.firewall)
         self.provisioner = Provisioner(api, directory / "persistent-volumes")
@@ -71,12 +76,17 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Register, then serve until `stop` is set; then stop every pod."""
         self._register()
+        gateway = str(self.bridge.gateway)
+        self.node.api_service = relay = ApiService.start(self.api, gateway)
+        self.node.services = Services(gateway, relay, self.services, self.slices)
         self.provisioner.install()
         for path, kind in (
             ("/api/v1/pods", "pod"),
             ("/api/v1/persistentvolumeclaims", "claim"),
             ("/api/v1/namespaces", "namespace"),
             ("/apis/networking.k8s.io/v1/networkpolicies", "networkpolicy"),
+            ("/api/v1/services", "service"),
+            ("/apis/discovery.k8s.io/v1/endpointslices", "endpointslice"),
         ):
             threading.Thread(
                 target=self._watch, args=(path, kind, stop), name=f"watch-{kind}", daemon=True
@@ -104,6 +114,8 @@ class Agent:
             self._receive(timeout=0.1)
             self._sync()
         self._shutdown()
+        if self.node.api_service is not None:
+            self.node.api_service.stop()
 
     # Watching.
 
@@ -140,8 +152,13 @@ class Agent:
             "claim": self.claims,
             "namespace": self.namespaces,
             "networkpolicy": self.policies,
+            "service": self.services,
+            "endpointslice": self.slices,
         }[kind]
-        if kind != "claim":
+        if kind in ("service", "endpointslice"):
+            if self.node.services is not None:
+                self.node.services.changed()
+        elif kind != "claim":
             self.firewall.changed(kind, listed=kind_of_event == "reset")
         if kind_of_event == "reset":
             cache.clear()
@@ -171,6 +188,8 @@ class Agent:
         for uid in [uid for uid in self.workers if uid not in self.pods]:
             self.workers.pop(uid).gone()
         self.firewall.sync()
+        if self.node.services is not None:
+            self.node.services.sync()
         try:
             self.provisioner.sync(self.claims)
         except (ApiError, OSError) as error:

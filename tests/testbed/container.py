@@ -8,10 +8,15 @@ The node agent (testbed.pods) runs this file as root, as a script, in two ways:
   every process of the pod that shares its PID namespace.
 - ``container.py run SPEC.json`` is one container: it joins the sandbox's namespaces (and its
   PID namespace, or a fresh one of its own, as `shareProcessNamespace` says), forks the
-  container's process into a private mount namespace whose root is the host's root with the
-  pod's volumes mounted at their paths, drops to the requested uid/gid and execs the command.
-  It stays as the container's parent, passes signals on, and exits with its status
-  (128 + signal number when killed), so the agent sees a container exit as this process's.
+  container's process into a private mount namespace whose root is the host's root or, for a
+  built image (testbed.rootfs; the spec's `image`), an overlay over the image's tree with a
+  tmpfs as its writable layer, /proc, a small /dev, the pod's hosts file (testbed.services)
+  as /etc/hosts and the host's resolv.conf; then the pod's volumes are mounted at their
+  paths, it drops to the requested uid/gid and execs the command. It stays as the
+  container's parent, passes signals on, and exits with its status (128 + signal number when
+  killed), so the agent sees a container exit as this process's. Without a sandbox
+  (testbed.imagerun) it stays in the caller's namespaces, or joins only the spec's `netns`,
+  and has a PID namespace of its own.
 
 Standard library only, and single-threaded, which is what makes unshare/setns/fork safe.
 Every process here dies with its parent (PR_SET_PDEATHSIG), so a killed agent leaves none.
@@ -48,6 +53,7 @@ PR_SET_NO_NEW_PRIVS = 38
 SCRATCH = "/.testbed"
 EXEC_FAILED = 128
 PRIVATE = {"tmp": "mode=1777", "run": "mode=0755"}
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 FORWARDED = {
     signal.SIGTERM,
     signal.SIGINT,
@@ -141,10 +147,13 @@ def run(spec: dict[str, Any]) -> int:
     """Start the container that `spec` describes and return its exit status (see module doc)."""
     die_with_parent()
     state = Path(spec["state"])
-    setns(spec["netns"], CLONE_NEWNET)
-    setns(f"/proc/{spec['sandbox']}/ns/uts", CLONE_NEWUTS)
-    if spec["sharePid"]:
-        setns(f"/proc/{spec['sandbox']}/ns/pid", CLONE_NEWPID)
+    sandbox = spec.get("sandbox")
+    if spec.get("netns"):
+        setns(spec["netns"], CLONE_NEWNET)
+    if sandbox:
+        setns(f"/proc/{sandbox}/ns/uts", CLONE_NEWUTS)
+    if sandbox and spec["sharePid"]:
+        setns(f"/proc/{sandbox}/ns/pid", CLONE_NEWPID)
     else:
         unshare(CLONE_NEWPID)
     errors_in, errors_out = os.pipe()
@@ -189,17 +198,28 @@ def _become_container(spec: dict[str, Any]) -> None:
     os.setsid()
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    image = spec.get("image")
+    # An image's /etc/hosts is the pod's (with its Services' names) or else the host's.
+    files = {"/etc/hosts": spec.get("hosts") or "/etc/hosts", "/etc/resolv.conf": ""}
+    volumes = [
+        *({"source": s or t, "target": t, "readOnly": True} for t, s in files.items() if image),
+        *spec["mounts"],
+    ]
     # Open every volume now: after this namespace's root changes, a volume mounted at, say,
     # /tmp would hide the host directories that later volumes come from. (Opened before the
     # unshare, they would belong to the host's namespace, which bind mounts refuse.)
-    sources = [os.open(m["source"], os.O_PATH) for m in spec["mounts"]]
-    root = _Root.enter(spec["root"])
+    sources = [os.open(m["source"], os.O_PATH) for m in volumes]
+    root = _Root.image(spec["root"], image) if image else _Root.enter(spec["root"])
+    for target, options in spec.get("tmpfs", []):
+        root.mount_point(target, directory=True)
+        mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+        root.writable.append(os.path.realpath(target))
     kinds = [os.path.isdir(f"/proc/self/fd/{source}") for source in sources]
     # Every mount point first: an overlay made for one (say /etc/devspace/ca under the host's
     # /etc) would hide a file bound there before it (say the image's /etc/passwd).
-    for volume, is_dir in zip(spec["mounts"], kinds, strict=True):
+    for volume, is_dir in zip(volumes, kinds, strict=True):
         root.mount_point(volume["target"], directory=is_dir)
-    for source, volume, is_dir in zip(sources, spec["mounts"], kinds, strict=True):
+    for source, volume, is_dir in zip(sources, volumes, kinds, strict=True):
         target = volume["target"]
         root.mount_point(target, directory=is_dir)
         mount(f"/proc/self/fd/{source}", target, None, MS_BIND | MS_REC)
@@ -218,6 +238,7 @@ def _become_container(spec: dict[str, Any]) -> None:
     root.mount_point(cwd, directory=True)
     if spec["readOnlyRoot"]:
         root.make_read_only()
+    os.umask(0o022)  # what container runtimes start a container's process with
     os.chdir(cwd)
     os.setgroups(spec["groups"])
     os.setgid(spec["gid"])
@@ -233,7 +254,8 @@ def _become_container(spec: dict[str, Any]) -> None:
 
 
 class _Root:
-    """A container's root: a tmpfs showing the host's top-level entries, chrooted into.
+    """A container's root, chrooted into: a tmpfs showing the host's top-level entries
+    (enter()), or a built image's tree under a writable layer (image()).
 
     `host` are the directories bound from the host (paths inside the root), `private` the
     container's own tmpfs directories, `writable` the volumes and overlays that the container
@@ -277,6 +299,37 @@ class _Root:
         os.chdir("/")
         os.makedirs(SCRATCH, mode=0o700)
         return cls(host, private)
+
+    @classmethod
+    def image(cls, root: str, rootfs: str) -> _Root:
+        """Build an image's root at `root` (see module docstring) and chroot into it."""
+        mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+        for name in ("upper", "work", "merged"):
+            os.mkdir(f"{root}/{name}")
+        merged = f"{root}/merged"
+        # The image's tree is only ever the lower layer: the cache stays as it was built.
+        layers = f"lowerdir={rootfs},upperdir={root}/upper,workdir={root}/work"
+        mount("overlay", merged, "overlay", 0, layers)
+        os.makedirs(f"{merged}/proc", exist_ok=True)
+        mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        dev = f"{merged}/dev"
+        os.makedirs(dev, exist_ok=True)
+        mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+        for name in DEVICES:
+            Path(f"{dev}/{name}").touch()
+            mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
+        os.mkdir(f"{dev}/pts")
+        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666")
+        os.mkdir(f"{dev}/shm")
+        mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+        links = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0"}
+        links |= {"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+        for name, target in links.items():
+            os.symlink(target, f"{dev}/{name}")
+        os.chroot(merged)
+        os.chdir("/")
+        # Nothing here is the host's: mount points are made in the writable layer.
+        return cls([], [])
 
     def mount_point(self, path: str, *, directory: bool) -> None:
         """Make `path` exist inside the root without writing to the host's disk.

@@ -11,7 +11,14 @@ this agent plays both for one Node against the test bed's control plane (testbed
   pod has its own localhost; containers are local processes (testbed.container) in the pod's
   namespaces, as the uid/gid the securityContext asks for, commands from an image table
   (testbed.images), volumes mounted at their paths (testbed.volumes), probes run
-  (testbed.probes), restarts with back-off (testbed.containers);
+  (testbed.probes), restarts with back-off (testbed.containers). Our own two images
+  (`ghcr.io/devspace/server`, `ghcr.io/devspace/sshd`) run from the trees testbed.rootfs
+  built from their Dockerfiles, which a test must have built and loaded (load_image): the
+  node only looks them up;
+- it plays kube-proxy in each pod's network namespace (testbed.services): ClusterIP
+  Services lead to their ready endpoints, and `kubernetes` to the API server through a relay
+  (testbed.apiservice), whose variables every container gets, so in-cluster clients work;
+  containers of built images find every Service by name in their /etc/hosts;
 - it provisions PersistentVolumeClaims as host directories (testbed.storage);
 - it enforces NetworkPolicy (networking.k8s.io/v1) with nftables in each pod's network
   namespace, as a CNI plugin would (testbed.firewall, rules from testbed.netpolicy): pod and
@@ -20,15 +27,15 @@ this agent plays both for one Node against the test bed's control plane (testbed
   allowed; a pod's rules are in place before its first container starts, and follow policy,
   pod-label and namespace-label changes within a second (connections already open carry on,
   as conntrack keeps them, as with most CNIs). A policy it does not understand allows nothing
-  (fail closed, logged). Not enforced: anything about Services (there are none); and a
+  (fail closed, logged). Not enforced: anything about Services; and a
   container with CAP_NET_ADMIN (root in a test container) could flush its pod's rules;
 - it reports pod status as a kubelet does (testbed.podstatus), and on deletion stops the pod,
   removes its network namespace and volumes and deletes the object, so namespaces finish
   terminating.
 
-It does not do: images (a container sees the host's files, but its own /tmp and /run),
-resource limits or cgroups, seccomp/AppArmor/capabilities beyond the uid and no_new_privs,
-Services and kube-proxy, DNS, the kubelet API (`kubectl logs/exec/
+It does not do: pulled images (a test image's container sees the host's files, but its own
+/tmp and /run), resource limits or cgroups, seccomp/AppArmor/capabilities beyond the uid and
+no_new_privs, NodePort/LoadBalancer Services, a DNS server, the kubelet API (`kubectl logs/exec/
 port-forward`: TestNode.log and TestNode.exec serve tests instead), ephemeral containers,
 lifecycle hooks, grpc probes, Events. Probe periods are capped at a second.
 
@@ -51,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from testbed import netns
+from testbed import netns, rootfs
 from testbed.agent import Agent
 from testbed.container import exec_command
 from testbed.kubeapi import KubeClient
@@ -129,6 +136,16 @@ class TestNode:
         self.process.stop(timeout=20)
         # In case the agent could not finish that itself (a slot it lost is left alone).
         netns.release_slot(self.slot, self.process.popen.pid)
+
+    def load_image(self, name: str, image: rootfs.Image) -> None:
+        """Make the node run `image` for our image `name` (`server`, `sshd`: see
+        testbed.images), whatever the sources become meanwhile, as `kind load` does."""
+        loaded = self.directory / "images"
+        loaded.mkdir(exist_ok=True)
+        link = loaded / f".{name}.new"
+        link.unlink(missing_ok=True)
+        link.symlink_to(image.path)
+        link.rename(loaded / name)
 
     def netns_name(self, pod_uid: str) -> str:
         """The network namespace a pod with this uid runs in (while it runs)."""

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from testbed import containerspec, images, podstatus, probes, volumes
-from testbed.containers import LAUNCHER, Container, reap
+from testbed.apiservice import ApiService
+from testbed.containers import Container, reap
 from testbed.firewall import Firewall
 from testbed.kubeapi import ApiError, KubeClient, Object, now
-from testbed.netns import Bridge, NetworkError, PodNetwork
+from testbed.netns import Bridge, NetworkError
+from testbed.sandbox import Sandbox
+from testbed.services import Services
 
 RETRY = 1.0  # how soon to retry a sandbox, volume or config that was not ready
 REFRESH = 1.0  # how often Secret, ConfigMap and downward API volumes are rewritten
@@ -42,75 +42,8 @@ class NodeContext:
     bridge: Bridge
     directory: Path
     firewall: Firewall | None = None  # enforces NetworkPolicy in the pods' namespaces
-
-
-class Sandbox:
-    """A pod's network namespace, and the init process that holds its PID/UTS namespaces."""
-
-    def __init__(self, network: PodNetwork, pause: subprocess.Popen[bytes], init: int) -> None:
-        """Use create()."""
-        self.network = network
-        self.pause = pause
-        self.init = init
-
-    @classmethod
-    def create(
-        cls, bridge: Bridge, pod: Object, log: Path, firewall: Firewall | None = None
-    ) -> Sandbox:
-        """Create the netns, its veth, its NetworkPolicy rules and the pause process.
-
-        Raises NetworkError or OSError.
-        """
-        network = bridge.attach(pod["metadata"]["uid"])
-        hostname = pod["spec"].get("hostname") or pod["metadata"]["name"]
-        try:
-            if firewall is not None:
-                # Before any process joins the namespace, as a CNI plugin's ADD does.
-                firewall.secure(pod, network)
-            with log.open("ab") as out:
-                pause = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-I",
-                        str(LAUNCHER),
-                        "pause",
-                        str(network.netns_path),
-                        hostname[:63],
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=out,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            assert pause.stdout is not None
-            line = pause.stdout.readline()
-            pause.stdout.close()
-            if not line.strip():
-                pause.wait()
-                raise OSError(f"pod sandbox did not start (see {log})")
-        except BaseException:
-            bridge.detach(network)
-            if firewall is not None:
-                firewall.forget(pod["metadata"]["uid"])
-            raise
-        return cls(network, pause, int(line))
-
-    def kill(self, bridge: Bridge) -> None:
-        """Kill every process of the pod and remove its network; returns when all are gone."""
-        # Killing the init kills its PID namespace; its parent reaps it and exits. (Killing
-        # the parent first would leave the init a zombie of the host's PID 1.)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.init, signal.SIGKILL)
-        reap(self.pause)
-        # Whatever else is in the pod's network (a container with a PID namespace of its own,
-        # anything exec'd into one) goes too.
-        deadline = time.monotonic() + 5
-        while (pids := self.network.processes()) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-        bridge.detach(self.network)
+    api_service: ApiService | None = None  # the `kubernetes` Service's variables
+    services: Services | None = None  # ClusterIP Services and their names, in every pod
 
 
 class PodWorker:
@@ -195,6 +128,7 @@ class PodWorker:
                         self.pod,
                         self.directory / "sandbox.log",
                         self.node.firewall,
+                        self.node.services,
                     )
                     self.pod_ip = str(self.sandbox.network.address)
                 self.volumes = self._prepare_volumes()
@@ -239,7 +173,7 @@ class PodWorker:
             return
         if container.terminated is not None and not container.restarts(policy):
             return
-        image = images.resolve(container.spec)
+        image = images.resolve(container.spec, self.node.directory / "images")
         if image is None or image.unavailable:
             container.cannot_pull(
                 image.unavailable
@@ -269,12 +203,18 @@ class PodWorker:
         }
         identity = containerspec.identity(pod, container.spec, image)
         env = containerspec.environment(self.node.api, pod, container.spec, image, identity.uid)
+        if self.node.api_service is not None:
+            # As kubelet: the Service's variables first, so the container's own win.
+            env = {**self.node.api_service.environment(), **env}
         argv = containerspec.command(container.spec, image, env)
         binds = containerspec.mounts(container.spec, self.volumes, image, env)
         state = self.directory / "containers" / container.name / str(container.restart_count)
         shutil.rmtree(state, ignore_errors=True)
         (state / "root").mkdir(parents=True)
         return {
+            "image": str(image.rootfs) if image.rootfs else None,
+            # Written with the sandbox (testbed.services): the Services' names.
+            "hosts": str(hosts) if (hosts := self.directory / "hosts").exists() else None,
             "netns": str(self.sandbox.network.netns_path),
             "sandbox": self.sandbox.init,
             "sharePid": bool(self.pod["spec"].get("shareProcessNamespace")),
@@ -359,6 +299,8 @@ class PodWorker:
             self.sandbox = None
             if self.node.firewall is not None:
                 self.node.firewall.forget(self.uid)
+            if self.node.services is not None:
+                self.node.services.forget(self.uid)
         for attempt in attempts:
             reap(attempt.process)
         self._collect_exits(restart=False)
