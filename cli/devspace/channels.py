@@ -200,7 +200,7 @@ def splice(client: socket.socket, channel: paramiko.Channel, stop: threading.Eve
             lambda: client.shutdown(socket.SHUT_WR),
         ),
     }
-    with client, channel:
+    try:
         while ends and not stop.is_set():
             readable, _, _ = select.select(list(ends), [], [], 0.2)
             for fd in readable:
@@ -216,6 +216,11 @@ def splice(client: socket.socket, channel: paramiko.Channel, stop: threading.Eve
                 # under it): this connection is over, not the tunnel.
                 except (OSError, EOFError, paramiko.SSHException):
                     return
+    finally:
+        client.close()
+        # Closing a channel sends a message: on a transport that died it fails the same way.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.close()
 
 
 def drain(read: Callable[[], bytes]) -> bytes:
