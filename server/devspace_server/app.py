@@ -38,6 +38,10 @@ def create_app(config: Config) -> Flask:
     check_safe(config)
     if config.ssh_ca is None:
         log.warning("no SSH CA key (DEVSPACE_SSH_CA_KEY_FILE): SSH certificates cannot be issued")
+    if config.host_key_sealer is None:
+        log.warning(
+            "no DEVSPACE_HOST_KEY_ENCRYPTION_KEYS: sidecar host keys are stored unencrypted"
+        )
     app = Flask("devspace_server")
     secure = config.cookie_secure
     app.config.update(

@@ -30,6 +30,7 @@ from devspace_server.config_secrets import secret_problem
 from devspace_server.errors import ConfigError
 from devspace_server.gateway_endpoint import KEYS as GATEWAY_KEYS
 from devspace_server.gateway_endpoint import GatewayEndpoint, parse_gateway
+from devspace_server.host_key_sealing import HostKeySealer
 
 PREFIX = "DEVSPACE_"
 # Hosts on which a plain-http public URL (and so a cookie without Secure) is acceptable:
@@ -58,6 +59,8 @@ SETTINGS = (
     "ssh_ca_previous_public_keys",
     "ssh_ca_public_keys",  # the reconciler's (reconcile/settings.py); the API reads the key file
     "ssh_cert_lifetime_seconds",
+    "host_key_encryption_keys",
+    "host_key_encryption_keys_file",
     "gateway_secret",
     "gateway_secret_file",
     "metrics_token",
@@ -99,6 +102,8 @@ class Config:
     ssh_ca: CertificateAuthority | None = field(default=None, repr=False, compare=False)
     """Signs SSH certificates; None (and `/api/v1/ssh/` answers 503) without a CA key file."""
     ssh_cert_lifetime_seconds: int = 4 * 3600
+    host_key_sealer: HostKeySealer | None = field(default=None, repr=False, compare=False)
+    """Seals the sidecars' host private keys in the database; None stores them as they are."""
     gateway_secret: str | None = field(default=None, repr=False)
     """Shared with the SSH gateway, which sends it to `/internal/gateway/principals`; None
     (and that endpoint answers 503) when unset."""
@@ -339,6 +344,7 @@ def read_config(
     refresh_lifetime = _integer(s, "refresh_token_lifetime_seconds")
     ssh_ca = config_secrets.ssh_ca(s)
     ssh_cert_lifetime = _integer(s, "ssh_cert_lifetime_seconds")
+    host_key_sealer = config_secrets.host_key_sealer(s)
     gateway_secret = config_secrets.shared_secret(s, "gateway_secret", secret_key)
     metrics_token = config_secrets.shared_secret(s, "metrics_token", secret_key)
     gateway = parse_gateway(s.raw, s.problem)
@@ -358,6 +364,7 @@ def read_config(
         refresh_token_lifetime_seconds=refresh_lifetime,
         ssh_ca=ssh_ca,
         ssh_cert_lifetime_seconds=ssh_cert_lifetime,
+        host_key_sealer=host_key_sealer,
         gateway_secret=gateway_secret,
         metrics_token=metrics_token,
         gateway=gateway,

@@ -1,4 +1,5 @@
-"""The configuration's secrets: the session key, the SSH CA key, and the shared secrets.
+"""The configuration's secrets: the session key, the SSH CA key, the host key encryption
+keys, and the shared secrets.
 
 Each secret comes from its setting or from the file its `_file` setting names, never from
 both, and is refused when short, a placeholder, or reused where another secret belongs:
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from devspace_server.ca import CertificateAuthority, load_private_key, parse_trusted_keys
+from devspace_server.host_key_sealing import HostKeySealer, parse_keys
 
 PREFIX = "DEVSPACE_"
 MIN_SECRET_LENGTH = 32
@@ -127,3 +129,17 @@ def ssh_ca(s: SettingsSource) -> CertificateAuthority | None:
     key = checked(s, "ssh_ca_key_file", load_private_key, path)
     old = checked(s, "ssh_ca_previous_public_keys", parse_trusted_keys, previous or "")
     return CertificateAuthority(key, old or ()) if key else None
+
+
+HOST_KEY_ENCRYPTION_KEYS = "host_key_encryption_keys"
+
+
+def host_key_sealer(s: SettingsSource) -> HostKeySealer | None:
+    """What seals the sidecars' host private keys in the database, from
+    `host_key_encryption_keys` or its `_file` (one key per line, the current first);
+    None if neither is set (the keys are then stored as they are: `check-config` says so)."""
+    blame, value = _direct_or_file(s, HOST_KEY_ENCRYPTION_KEYS)
+    if value is None or (not value and blame == HOST_KEY_ENCRYPTION_KEYS):
+        return None  # unreadable (reported), or not set at all
+    keys = checked(s, blame, parse_keys, value)
+    return HostKeySealer(keys) if keys else None

@@ -1,7 +1,8 @@
 """`devspace-server serve`: the embedded default, one machine and nothing else to install.
 
-Keeps a secret key, an SSH CA key and the SSH gateway's shared secret in the data directory
-(each created on first start, mode 0600, and kept across restarts), migrates the database,
+Keeps a secret key, an SSH CA key, the SSH gateway's shared secret and the key that encrypts
+the sidecars' host keys in the database in the data directory (each created on first start,
+mode 0600, and kept across restarts), migrates the database,
 binds the listening socket itself (so "port in use" is one clear line) and runs gunicorn on
 it. Each gunicorn worker builds its own app, and so its own engine, after the fork: no
 connection is ever shared between processes.
@@ -26,7 +27,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from devspace_server import ca, db, logs, metrics
+from devspace_server import ca, db, host_key_sealing, logs, metrics
 from devspace_server.app import create_app
 from devspace_server.config import (
     LOOPBACK_HOSTS,
@@ -40,6 +41,7 @@ from devspace_server.errors import DevspaceError
 KEY_FILE_NAME = "secret_key"
 SSH_CA_KEY_FILE_NAME = "ssh_ca_key"
 GATEWAY_SECRET_FILE_NAME = "gateway_secret"  # noqa: S105 - a file name, not a secret
+HOST_KEY_ENCRYPTION_KEYS_FILE_NAME = host_key_sealing.DATA_DIR_FILE_NAME
 METRICS_DIR_NAME = "metrics"
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,17 @@ def ensure_gateway_secret_file(data_dir: Path) -> Path:
     return _ensure_private_file(data_dir / GATEWAY_SECRET_FILE_NAME, _new_secret_key)
 
 
+def ensure_host_key_encryption_keys_file(data_dir: Path) -> Path:
+    """The data directory's host key encryption key file, created (one random key, 0600)
+    if missing. Kept apart from the database: a copy of the database alone opens nothing.
+
+    Raises `ServeError` if it exists but others may read it, or cannot be created.
+    """
+    return _ensure_private_file(
+        data_dir / HOST_KEY_ENCRYPTION_KEYS_FILE_NAME, host_key_sealing.new_keys_file_content
+    )
+
+
 def _ensure_private_file(path: Path, content: Callable[[], bytes]) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -129,7 +142,8 @@ def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
     """The configuration `serve` runs with: the environment and file, plus its own defaults.
 
     Those defaults are the data directory's secret key file (unless a secret is
-    configured), its SSH CA key file and gateway secret file (unless those are configured)
+    configured), its SSH CA key file, gateway secret file and host key encryption key file
+    (unless those are configured)
     and, when listening on loopback, `http://<bind>` as the public URL.
     Raises `ConfigError` or `ServeError`.
     """
@@ -143,6 +157,13 @@ def serve_config(environ: Mapping[str, str], bind: Bind) -> Config:
     if not setting(environ, "gateway_secret") and not setting(environ, "gateway_secret_file"):
         data_dir = resolve_data_dir(environ)
         defaults["gateway_secret_file"] = str(ensure_gateway_secret_file(data_dir))
+    if not setting(environ, "host_key_encryption_keys") and not setting(
+        environ, "host_key_encryption_keys_file"
+    ):
+        data_dir = resolve_data_dir(environ)
+        defaults["host_key_encryption_keys_file"] = str(
+            ensure_host_key_encryption_keys_file(data_dir)
+        )
     if bind.host in LOOPBACK_HOSTS:
         defaults["public_url"] = bind.url
     return load_config(environ, defaults=defaults)

@@ -153,6 +153,7 @@ def byo_secrets(ca_public: str, host_public: str) -> dict[str, Any]:
             "hostKey": {"existingSecret": "my-host-key", "publicKey": host_public},
         },
         "metrics": {"existingSecret": "my-metrics"},
+        "hostKeyEncryption": {"existingSecret": "my-host-key-encryption"},
     }
 
 

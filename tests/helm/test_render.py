@@ -61,6 +61,7 @@ def own_secrets(keys: Keys) -> dict[str, dict[str, str]]:
         "my-gateway-auth": {"secret": "g" * 8 + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"},
         "my-host-key": {"ssh_host_key": keys.host.private},
         "my-metrics": {"token": "m" * 8 + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"},
+        "my-host-key-encryption": {"keys": "lgqXgT1C0xPjLJd1ZyvJbNg5w6CfR9w3mF1q2Xw8Vb0=\n"},
         "corp-sso": {"client-secret": "corp-client-secret"},
         "github-oauth": {"secret": "github-client-secret"},
     }
@@ -282,8 +283,10 @@ def test_the_server_accepts_what_each_container_is_given(
         assert api.gateway.port == 2222
         assert api.cluster.quota_defaults.spaces == 5
     reconciler_pod = named(docs, "Deployment", "-reconciler")["spec"]["template"]["spec"]
-    # Least privilege: the reconciler holds cluster credentials, so it gets no secret at all.
-    assert not [v for v in reconciler_pod["volumes"] if "secret" in v or "projected" in v]
+    # Least privilege: the reconciler holds cluster credentials, so it gets no other secret
+    # than the key that opens the sidecars' host keys (test_host_key_secret.py).
+    secrets = [v["name"] for v in reconciler_pod["volumes"] if "secret" in v or "projected" in v]
+    assert secrets == ["host-key-encryption"]
     reconciler = load_reconciler_config(
         container_environ(
             reconciler_pod, find_container(reconciler_pod, "reconciler"), objects, tmp_path / "rec"
@@ -373,7 +376,13 @@ def test_bring_your_own_secrets_replace_the_generated_ones(helm: Helm, keys: Key
             for source in volume.get("projected", {}).get("sources", []):
                 if "secret" in source:
                     referenced.add(source["secret"]["name"])
-    assert referenced == {"my-server", "my-gateway-auth", "my-host-key", "my-metrics"}
+    assert referenced == {
+        "my-server",
+        "my-gateway-auth",
+        "my-host-key",
+        "my-metrics",
+        "my-host-key-encryption",
+    }
 
 
 def test_the_gateway_reaches_only_dns_the_api_and_sidecars(helm: Helm) -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from devspace_server.host_key_sealing import new_keys_file_content
 from devspace_server.reconcile.access import REQUIRED
 from reconcile.chartfiles import load_documents
 from testbed.cluster import ControlPlane, ExistingCluster
@@ -39,6 +40,7 @@ def settings(tmp_path: Path, ssh_ca: Path, reconciler_namespace: str) -> dict[st
         "DEVSPACE_DATABASE_URL": f"sqlite:///{tmp_path}/devspace.db",
         "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
         "DEVSPACE_SSH_CA_PUBLIC_KEYS": ssh_ca.with_suffix(".pub").read_text(),
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": new_keys_file_content().decode(),
     }
 
 
@@ -111,6 +113,16 @@ def test_a_missing_lease_namespace_and_public_keys_are_reported(
     problems = result.stdout
     assert "DEVSPACE_SSH_CA_PUBLIC_KEYS is not set: sidecars would trust no certificate" in problems
     assert "DEVSPACE_LEASE_NAMESPACE: the namespace no-such-namespace does not exist" in problems
+
+
+def test_a_missing_host_key_encryption_key_is_reported(
+    settings: dict[str, str], reconciler_kubeconfig: Path
+) -> None:
+    del settings["DEVSPACE_HOST_KEY_ENCRYPTION_KEYS"]
+    result = check(settings, reconciler_kubeconfig)
+    assert result.returncode == 1
+    assert result.stdout.startswith("DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set: ")
+    assert "stored unencrypted in the database" in result.stdout
 
 
 def test_what_is_checked_is_what_the_chart_grants() -> None:

@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"  # noqa: S105 - a test key
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
+# A test key (32 bytes, base64) that seals the sidecars' host keys in the database.
+HOST_KEY_ENCRYPTION_KEY = "lgqXgT1C0xPjLJd1ZyvJbNg5w6CfR9w3mF1q2Xw8Vb0="
 _MIGRATED = "devspace_migrated"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -140,6 +142,7 @@ def settings(database_url: str, tmp_path: Path) -> dict[str, str]:
         "DEVSPACE_DATA_DIR": str(tmp_path / "data"),
         "DEVSPACE_DATABASE_URL": database_url,
         "DEVSPACE_SECRET_KEY": SECRET,
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": HOST_KEY_ENCRYPTION_KEY,
         "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
         "DEVSPACE_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
         "DEVSPACE_LOGIN_MAX_FAILURES_PER_IP": "6",

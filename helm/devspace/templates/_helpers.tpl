@@ -68,6 +68,9 @@ helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" 
 {{- define "devspace.gatewayHostKeySecret" -}}
 {{- default (printf "%s-gateway-host-key" (include "devspace.fullname" .)) .Values.gateway.hostKey.existingSecret -}}
 {{- end -}}
+{{- define "devspace.hostKeyEncryptionSecret" -}}
+{{- default (printf "%s-host-key-encryption" (include "devspace.fullname" .)) .Values.hostKeyEncryption.existingSecret -}}
+{{- end -}}
 {{- define "devspace.metricsSecret" -}}
 {{- default (printf "%s-metrics" (include "devspace.fullname" .)) .Values.metrics.existingSecret -}}
 {{- end -}}

@@ -219,8 +219,15 @@ def create_space(body: NewSpace) -> SpaceInfo:
     resources = _resources(body.resources)
     quotas.check_fits(quotas.Demand(resources, storage), quota, cluster.settings)
     host_key = ca.new_host_key()
+    space_id = new_space_id()
+    sealer = context.config().host_key_sealer
+    # Sealed for this space id alone; stored as it is only where no key is configured
+    # (check-config and the reconciler's log say so).
+    stored_key = (
+        sealer.seal(space_id, host_key.private_openssh) if sealer else host_key.private_openssh
+    )
     space = Space(
-        id=new_space_id(),
+        id=space_id,
         owner_id=who.user.id,
         name=body.name,
         image=body.image,
@@ -235,7 +242,7 @@ def create_space(body: NewSpace) -> SpaceInfo:
         storage=storage,
         stopped=body.stopped,
         desired_at=utcnow(),
-        host_private_key=host_key.private_openssh,
+        host_private_key=stored_key,
         host_public_key=host_key.public_line,
         host_key_fingerprint=host_key.fingerprint,
     )

@@ -7,6 +7,12 @@ for spaces whose `desired_at` moved (one indexed query; its interval is most of 
 `POST /api/v1/spaces` to the objects applied, see BENCHMARKS.md), and the loop's periodic full
 resync catches anything that slipped past (for example a transaction that committed long
 after it stamped `desired_at`).
+
+Host private keys are stored sealed (`host_key_sealing.py`) and opened here, the one place
+that needs them in the clear. Each full resync also re-seals, with the current key, every row
+that is plain (written before encryption, or by an API server without a key) or sealed with
+an older key: that is how existing rows get encrypted and how a key rotation completes,
+without a migration that would need the key (`migrate` runs with the database URL alone).
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, not_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devspace_server import quotas
+from devspace_server.host_key_sealing import HostKeySealer, UnsealError, is_sealed
 from devspace_server.kube.spec import Port, Resources, SpaceSpec
 from devspace_server.models import REASON_MAX, Quota, QuotaDefaults, Space, utcnow
+from devspace_server.reconcile.errors import HostKeyUnreadable
 from devspace_server.reconcile.loop import ReconcileLoop
 from devspace_server.reconcile.status import Phase, SpaceStatus
 
@@ -40,8 +48,9 @@ class DatabaseSpaceStore:
 
     `configured_quota` is the configuration's quota defaults; `ca_public_keys` returns the
     SSH CA public keys every sidecar must trust (asked on each read, so a rotation made in
-    the configuration reaches the spaces at the next reconcile). Thread-safe: every call
-    uses its own session.
+    the configuration reaches the spaces at the next reconcile). `host_key_sealer` opens
+    the sealed host keys and re-seals the others; without one only plain keys can be read.
+    Thread-safe: every call uses its own session.
     """
 
     def __init__(
@@ -50,13 +59,22 @@ class DatabaseSpaceStore:
         *,
         configured_quota: quotas.QuotaValues,
         ca_public_keys: CaKeys,
+        host_key_sealer: HostKeySealer | None = None,
     ) -> None:
         self.sessions = sessions
         self.configured_quota = configured_quota
         self.ca_public_keys = ca_public_keys
+        self.host_key_sealer = host_key_sealer
 
     def desired_spaces(self) -> list[SpaceSpec]:
-        """Every live space, with its owner's effective quota."""
+        """Every live space, with its owner's effective quota.
+
+        The full resync reads this (for the ids) every minute, so it first re-seals the rows
+        that need it (see the module). A space whose host key cannot be opened is still
+        listed, so that its namespace is never taken for an orphan, but with an empty host
+        key: `desired_space`, which provisioning reads, raises for it instead.
+        """
+        self.reseal_host_keys()
         with self.sessions() as db:
             spaces = list(db.scalars(select(Space).where(Space.deleted_at.is_(None))))
             owners = {s.owner_id for s in spaces}
@@ -68,19 +86,84 @@ class DatabaseSpaceStore:
             keys = tuple(self.ca_public_keys())
             return [
                 self._spec(
-                    s, base.overlay(overrides.get(s.owner_id, quotas.QuotaValues.unset())), keys
+                    s,
+                    base.overlay(overrides.get(s.owner_id, quotas.QuotaValues.unset())),
+                    keys,
+                    self._host_key_or_empty(s),
                 )
                 for s in spaces
             ]
 
     def desired_space(self, space_id: str) -> SpaceSpec | None:
-        """The live space `space_id`, or None if it is deleted or unknown."""
+        """The live space `space_id`, or None if it is deleted or unknown.
+
+        Raises `HostKeyUnreadable` if its host key cannot be opened with the configured keys.
+        """
         with self.sessions() as db:
             space = db.get(Space, space_id)
             if space is None or space.deleted_at is not None:
                 return None
             quota = quotas.effective(db, space.owner_id, self.configured_quota)
-            return self._spec(space, quota, tuple(self.ca_public_keys()))
+            host_key = self.open_host_key(space.id, space.host_private_key)
+            return self._spec(space, quota, tuple(self.ca_public_keys()), host_key)
+
+    def open_host_key(self, space_id: str, stored: str) -> str:
+        """The private key in `stored` (space `space_id`'s column), in the clear.
+
+        Raises `HostKeyUnreadable` saying which space and what to do if it cannot be opened.
+        """
+        if self.host_key_sealer is not None:
+            try:
+                return self.host_key_sealer.open(space_id, stored)
+            except UnsealError as error:
+                raise HostKeyUnreadable(f"space {space_id} cannot be reconciled: {error}") from None
+        if is_sealed(stored):
+            raise HostKeyUnreadable(
+                f"space {space_id} cannot be reconciled: its host key is encrypted but "
+                "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set: give the reconciler the keys "
+                "the API server has"
+            )
+        return stored
+
+    def _host_key_or_empty(self, space: Space) -> str:
+        try:
+            return self.open_host_key(space.id, space.host_private_key)
+        except HostKeyUnreadable:
+            return ""  # only its id is of use; reconciling it reports the problem
+
+    def reseal_host_keys(self) -> int:
+        """Seal with the current key every host key that is plain or sealed with an older
+        one, deleted spaces' too; returns how many were re-sealed.
+
+        A key that cannot be opened is left as it is (reconciling its space reports it).
+        Each row is rewritten only if it still holds what was read, so replicas or a
+        concurrent writer can never lose a key to a race.
+        """
+        sealer = self.host_key_sealer
+        if sealer is None:
+            return 0
+        done = 0
+        with self.sessions() as db:
+            stale = db.execute(
+                select(Space.id, Space.host_private_key).where(
+                    not_(Space.host_private_key.startswith(sealer.current_prefix))
+                )
+            ).all()
+            for space_id, stored in stale:
+                try:
+                    plain = sealer.open(space_id, stored)
+                except UnsealError:
+                    continue
+                result = db.execute(
+                    update(Space)
+                    .where(Space.id == space_id, Space.host_private_key == stored)
+                    .values(host_private_key=sealer.seal(space_id, plain))
+                )
+                done += int(getattr(result, "rowcount", 0) or 0)
+            db.commit()
+        if done:
+            log.info("sealed %d host keys with encryption key %s", done, sealer.current_key_id)
+        return done
 
     def deleted_spaces(self) -> list[str]:
         """Ids of deleted spaces whose namespace is not yet confirmed gone."""
@@ -152,13 +235,15 @@ class DatabaseSpaceStore:
         return self.configured_quota.overlay(quotas.QuotaValues.of(stored))
 
     @staticmethod
-    def _spec(space: Space, quota: quotas.QuotaValues, ca_keys: tuple[str, ...]) -> SpaceSpec:
+    def _spec(
+        space: Space, quota: quotas.QuotaValues, ca_keys: tuple[str, ...], host_key: str
+    ) -> SpaceSpec:
         return SpaceSpec(
             space_id=space.id,
             owner_id=space.owner_id,
             name=space.name,
             image=space.image,
-            host_private_key=space.host_private_key,
+            host_private_key=host_key,
             ca_public_keys=ca_keys,
             # The owner's immutable id: the only principal their certificates carry.
             principals=(space.owner_id,),

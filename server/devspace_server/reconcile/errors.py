@@ -79,6 +79,18 @@ class NotOurs(ClusterError):
     title = "Object not managed by devspace"
 
 
+class HostKeyUnreadable(ClusterError):
+    """A space's sidecar host key, sealed in the database, cannot be opened with the keys the
+    reconciler has (a rotation that dropped a key too soon, or a damaged row).
+
+    Not the cluster's doing, but handled as a cluster refusal is, on purpose: the space shows
+    `error` with this message and is retried with backoff, and every other space goes on.
+    """
+
+    slug = "host-key-unreadable"
+    title = "Host key cannot be decrypted"
+
+
 def cut(text: str, limit: int = MAX_DETAIL) -> str:
     """`text` on one line, at most `limit` characters, marked when cut."""
     flat = " ".join(text.split())

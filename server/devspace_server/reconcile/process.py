@@ -29,8 +29,9 @@ from kubernetes.config.config_exception import ConfigException
 from sqlalchemy.engine import Engine
 
 from devspace_server import db
-from devspace_server.config import Config
+from devspace_server.config import Config, setting
 from devspace_server.errors import DevspaceError
+from devspace_server.host_key_sealing import DATA_DIR_FILE_NAME
 from devspace_server.probe_server import ProbeServer
 from devspace_server.reconcile import dbstore, run
 from devspace_server.reconcile.errors import ClusterError, kube_errors
@@ -111,6 +112,7 @@ def _store(config: ReconcilerConfig, engine: Engine) -> dbstore.DatabaseSpaceSto
         db.make_sessionmaker(engine),
         configured_quota=config.cluster.quota_defaults,
         ca_public_keys=lambda: keys,
+        host_key_sealer=config.host_key_sealer,
     )
 
 
@@ -237,12 +239,19 @@ def stop_with_parent(stop: threading.Event, parent: int) -> None:
 
 
 def child_environment(environ: Mapping[str, str], config: Config) -> dict[str, str]:
-    """The environment for `serve`'s reconciler child: the database `serve` uses and the CA's
-    public keys, and none of `serve`'s secrets (its key files are taken out)."""
+    """The environment for `serve`'s reconciler child: the database `serve` uses, the CA's
+    public keys and the host key encryption keys, and none of `serve`'s other secrets (its key
+    files are taken out)."""
     env = {k: v for k, v in environ.items() if k not in _SERVER_SECRETS}
     env["DEVSPACE_DATABASE_URL"] = config.database_url
     if config.ssh_ca is not None:
         env[PUBLIC_KEYS_VARIABLE] = config.ssh_ca.trusted_keys_file()
+    configured = setting(environ, "host_key_encryption_keys") or setting(
+        environ, "host_key_encryption_keys_file"
+    )
+    if config.host_key_sealer is not None and not configured:
+        # `serve` made them in the data directory; the child must open what the API seals.
+        env["DEVSPACE_HOST_KEY_ENCRYPTION_KEYS_FILE"] = str(config.data_dir / DATA_DIR_FILE_NAME)
     return env
 
 

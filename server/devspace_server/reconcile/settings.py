@@ -2,11 +2,13 @@
 
 `devspace-server reconcile` holds the cluster credentials; it should hold nothing else that
 an attacker could use. It reads the database URL, the log level, the cluster settings
-(`cluster_config.py`) and the SSH CA's *public* keys, which every sidecar must trust:
+(`cluster_config.py`), the SSH CA's *public* keys, which every sidecar must trust, and the
+keys that open the sidecars' host keys sealed in the database (`host_key_sealing.py`):
 
-| setting (`DEVSPACE_…`) | meaning                                                               |
-|------------------------|-----------------------------------------------------------------------|
-| `SSH_CA_PUBLIC_KEYS`   | the CA public keys, one OpenSSH line each (current first, then older) |
+| setting (`DEVSPACE_…`)          | meaning                                                      |
+|---------------------------------|--------------------------------------------------------------|
+| `SSH_CA_PUBLIC_KEYS`            | the CA public keys, one OpenSSH line each (current first)    |
+| `HOST_KEY_ENCRYPTION_KEYS[_FILE]` | the host key encryption keys, one a line (current first)   |
 
 It never reads the secret key, the public URL or `SSH_CA_KEY_FILE`. Given the CA key file but
 not the public keys it refuses to start rather than run sidecars that trust nobody, and says
@@ -23,12 +25,19 @@ from dataclasses import dataclass, field
 from devspace_server.ca import parse_trusted_keys
 from devspace_server.cluster_config import ClusterConfig, parse_cluster
 from devspace_server.config import LOG_LEVELS, PREFIX, Config, load_database_url, setting
-from devspace_server.config_secrets import shared_secret
+from devspace_server.config_secrets import host_key_sealer, shared_secret
 from devspace_server.errors import ConfigError
+from devspace_server.host_key_sealing import HostKeySealer
 
 log = logging.getLogger(__name__)
 PUBLIC_KEYS = "ssh_ca_public_keys"
 PUBLIC_KEYS_VARIABLE = f"{PREFIX}{PUBLIC_KEYS.upper()}"
+UNSEALED_WARNING = (
+    f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS is not set: the sidecars' host private keys are stored "
+    "unencrypted in the database, where a dump or backup gives them away; set "
+    f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS_FILE to a file of keys (`devspace-server serve` and the "
+    "Helm chart make one)"
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class ReconcilerConfig:
     """The Bearer token the probes' `/metrics` asks for; None turns `/metrics` off."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """What is allowed but unwise, for the process to log once logging is set up."""
+    host_key_sealer: HostKeySealer | None = field(default=None, repr=False, compare=False)
+    """Opens (and re-seals) the host keys in the database; None reads them only if plain."""
 
     @classmethod
     def from_server_config(cls, config: Config) -> ReconcilerConfig:
@@ -56,6 +67,7 @@ class ReconcilerConfig:
             tuple(keys),
             config.log_level,
             config.metrics_token,
+            host_key_sealer=config.host_key_sealer,
         )
 
 
@@ -106,9 +118,12 @@ def load_reconciler_config(environ: Mapping[str, str] | None = None) -> Reconcil
             "CA's private key to the API server alone"
         )
     metrics_token = shared_secret(source, "metrics_token", secret_key="")
+    sealer = host_key_sealer(source)
     if problems:
         raise ConfigError(problems)
-    return ReconcilerConfig(database_url, cluster, keys, log_level, metrics_token, tuple(warnings))
+    return ReconcilerConfig(
+        database_url, cluster, keys, log_level, metrics_token, tuple(warnings), sealer
+    )
 
 
 class _Source:
@@ -132,5 +147,7 @@ def log_warnings(config: ReconcilerConfig) -> None:
     """Log what is unwise about `config` (once logging is configured)."""
     for warning in config.warnings:
         log.warning("%s", warning)
+    if config.host_key_sealer is None:
+        log.warning("%s", UNSEALED_WARNING)
     if not config.ca_public_keys:
         log.warning("no SSH CA public keys: sidecars will trust no certificate, nobody can log in")

@@ -17,7 +17,12 @@ from devspace_server.kube.secrets import secrets_digest
 from devspace_server.kube.space import KubeObject, make_space_objects
 from devspace_server.kube.spec import WORKLOAD_NAME, ClusterSettings, SpaceSpec
 from devspace_server.reconcile.cluster import Cluster
-from devspace_server.reconcile.errors import ClusterError, ClusterUnavailable, NotOurs
+from devspace_server.reconcile.errors import (
+    ClusterError,
+    ClusterUnavailable,
+    HostKeyUnreadable,
+    NotOurs,
+)
 from devspace_server.reconcile.snapshot import Snapshot
 from devspace_server.reconcile.status import Phase, Problem, ProblemKind, SpaceStatus, read_status
 from devspace_server.reconcile.store import SpaceStore
@@ -57,7 +62,7 @@ class Reconciler:
         status is read from it. Raises ClusterError when the cluster refuses or cannot be
         reached; the status written before raising says why.
         """
-        spec = self.store.desired_space(space_id)
+        spec = self._desired(space_id)
         if spec is None:
             return self.finalize(space_id)
         return self.provision(spec, snapshot)
@@ -112,7 +117,7 @@ class Reconciler:
 
         Raises ClusterError as `reconcile` does.
         """
-        spec = self.store.desired_space(space_id)
+        spec = self._desired(space_id)
         if spec is None:
             return self.finalize(space_id)
         name = namespace_name(space_id, self.settings)
@@ -208,6 +213,13 @@ class Reconciler:
         """Every space id a full resync must visit: desired and awaiting finalization."""
         ids = [spec.space_id for spec in self.store.desired_spaces()]
         return ids + [i for i in self.store.deleted_spaces() if i not in ids]
+
+    def _desired(self, space_id: str) -> SpaceSpec | None:
+        try:
+            return self.store.desired_space(space_id)
+        except HostKeyUnreadable as error:
+            self._record_failure(space_id, error)
+            raise
 
     def _record_failure(self, space_id: str, error: ClusterError) -> None:
         if isinstance(error, ClusterUnavailable):

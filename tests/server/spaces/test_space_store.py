@@ -22,9 +22,12 @@ CA_KEYS = ("ssh-ed25519 AAAA-test devspace-ca",)
 
 def store_of(app: Flask) -> DatabaseSpaceStore:
     with app.app_context():
-        sessions = state().sessions
+        sessions, config = state().sessions, state().config
     return DatabaseSpaceStore(
-        sessions, configured_quota=QuotaValues(), ca_public_keys=lambda: CA_KEYS
+        sessions,
+        configured_quota=QuotaValues(),
+        ca_public_keys=lambda: CA_KEYS,
+        host_key_sealer=config.host_key_sealer,
     )
 
 
