@@ -17,6 +17,7 @@ server's are measured from /proc and reported, since on two cores they compete.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -127,6 +128,7 @@ def _database(directory: Path) -> tuple[dict[str, str], str]:
         "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
         "DEVSPACE_SSH_CA_KEY_FILE": str(directory / "ca"),
         "DEVSPACE_QUOTA_DEFAULTS": "spaces=100",
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": base64.b64encode(os.urandom(32)).decode(),
         # As the image: each worker counts into files that /metrics adds up.
         "PROMETHEUS_MULTIPROC_DIR": str(directory / "prometheus"),
     }

@@ -183,8 +183,14 @@ def branch_switch(sidecar: Sidecar, work: Path, runs: int) -> Row:
             else:
                 _rsync(sidecar, repo, remotes["peer"])
                 figure = time.perf_counter() - started
-                if tree_of(repo) != pod_tree(pods[side]):
-                    raise RuntimeError("rsync left the pod's tree different from the laptop's")
+                here, there = tree_of(repo), pod_tree(pods[side])
+                if here != there:
+                    differ = sorted(
+                        p for p in here.keys() | there.keys() if here.get(p) != there.get(p)
+                    )
+                    raise RuntimeError(
+                        f"rsync left the pod's tree different from the laptop's: {differ[:5]}"
+                    )
             _check_checkout(repo, tree_of(repo))
             figures[side].append(figure)
             print(f"  branch switch to {branch}, {side}: {figure:.2f} s", file=sys.stderr)

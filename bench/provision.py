@@ -16,6 +16,7 @@ Rows (each against its goal, which stands in the peer's columns):
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -131,6 +132,8 @@ def _bed(directory: Path) -> Iterator[Bed]:
             "DEVSPACE_NAMESPACE_PREFIX": SETTINGS.namespace_prefix,
             "DEVSPACE_SIDECAR_IMAGE": "devspace.test/sshd",
             "DEVSPACE_QUOTA_DEFAULTS": "spaces=5000",
+            # As the chart: host keys sealed by the API, opened by the reconciler.
+            "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": base64.b64encode(os.urandom(32)).decode(),
         }
         app = create_app(
             load_config(
