@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from server.oauth_flows import bearer, make_token
 
 from devspace_server import accounts, db
@@ -21,6 +23,7 @@ from devspace_server.config import load_config
 from devspace_server.context import state
 from devspace_server.kube.spec import ClusterSettings
 from devspace_server.models import Role
+from devspace_server.reconcile.leader import LEASE_NAME
 
 SECRET = "end-to-end-secret-0123456789-abcdefghijk"  # noqa: S105 - a test key
 
@@ -69,3 +72,13 @@ def caller(app: Flask, client_: FlaskClient, username: str, role: Role, scope: s
 
     call.user_id = user.id  # type: ignore[attr-defined]
     return call
+
+
+def forget_lease(kube: client.ApiClient, namespace: str) -> None:
+    """Delete the reconciler's Lease in `namespace`, if any: one left by another test would
+    make a reconciler wait out its term before it leads."""
+    try:
+        client.CoordinationV1Api(kube).delete_namespaced_lease(LEASE_NAME, namespace)
+    except ApiException as error:
+        if error.status != 404:
+            raise

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devspace_server.context import state
 from devspace_server.kube.meta import installation_selector, namespace_name
 from devspace_server.kube.spec import CA_SECRET, ClusterSettings
 from devspace_server.models import Role
-from devspace_server.reconcile.leader import LEASE_NAME
-from reconcile.spaceapp import caller, space_app
+from reconcile.spaceapp import caller, forget_lease, space_app
 
 pytestmark = [pytest.mark.kube]
 SERVER = Path(sys.executable).with_name("devspace-server")
@@ -36,11 +34,7 @@ def app(
     reconciler_namespace: str,
     kube: client.ApiClient,
 ) -> Iterator[Flask]:
-    try:  # a Lease left by another test would make --once wait out its term
-        client.CoordinationV1Api(kube).delete_namespaced_lease(LEASE_NAME, reconciler_namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    forget_lease(kube, reconciler_namespace)
     with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
         yield app
     core = client.CoreV1Api(kube)

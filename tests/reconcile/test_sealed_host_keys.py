@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flask import Flask
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from sqlalchemy import text
 
 from devspace_server.ca import fingerprint, new_host_key
@@ -26,8 +25,7 @@ from devspace_server.kube.meta import installation_selector
 from devspace_server.kube.secrets import HOST_KEY_FILE
 from devspace_server.kube.spec import HOST_KEY_SECRET, ClusterSettings
 from devspace_server.models import Role
-from devspace_server.reconcile.leader import LEASE_NAME
-from reconcile.spaceapp import caller, space_app
+from reconcile.spaceapp import caller, forget_lease, space_app
 
 pytestmark = [pytest.mark.kube]
 SERVER = Path(sys.executable).with_name("devspace-server")
@@ -47,11 +45,7 @@ def app(
     reconciler_namespace: str,
     kube: client.ApiClient,
 ) -> Iterator[Flask]:
-    try:  # a Lease left by another test would make --once wait out its term
-        client.CoordinationV1Api(kube).delete_namespaced_lease(LEASE_NAME, reconciler_namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    forget_lease(kube, reconciler_namespace)
     with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
         with app.app_context():
             # The API seals with the old key, as it did before the rotation.

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devspace_server import accounts, db
 from devspace_server.auth import tokens
 from devspace_server.kube.spec import ClusterSettings
 from devspace_server.models import ApiToken, Role, TokenKind, utcnow
-from devspace_server.reconcile.leader import LEASE_NAME
+from reconcile.spaceapp import forget_lease
 from testbed.eventually import eventually
 from testbed.process import Process, free_port, wait_until
 
@@ -101,11 +100,7 @@ def test_serve_with_a_kubeconfig_runs_spaces_and_its_reconciler_dies_with_it(
     settings: ClusterSettings,
     kube: client.ApiClient,
 ) -> None:
-    try:  # a Lease left by another test would make us wait out its term
-        client.CoordinationV1Api(kube).delete_namespaced_lease(LEASE_NAME, reconciler_namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    forget_lease(kube, reconciler_namespace)
     port = free_port()
     env = environment(
         tmp_path,

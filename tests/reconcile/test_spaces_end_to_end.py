@@ -22,10 +22,9 @@ from devspace_server.context import state
 from devspace_server.kube.meta import installation_selector
 from devspace_server.kube.spec import HOST_KEY_SECRET, ClusterSettings
 from devspace_server.models import Role, Space
-from devspace_server.reconcile.leader import LEASE_NAME
 from devspace_server.reconcile.process import reconcile_forever
 from devspace_server.reconcile.settings import ReconcilerConfig
-from reconcile.spaceapp import caller, space_app
+from reconcile.spaceapp import caller, forget_lease, space_app
 from testbed.eventually import eventually
 from testbed.node import TestNode
 
@@ -45,11 +44,7 @@ def reconciling(
     app: Flask, reconciler_kubeconfig: Path, kube: client.ApiClient, reconciler_namespace: str
 ) -> Iterator[None]:
     """The reconciler running in a thread, as `devspace-server reconcile` runs it."""
-    try:  # a Lease left by another test would make us wait out its term
-        client.CoordinationV1Api(kube).delete_namespaced_lease(LEASE_NAME, reconciler_namespace)
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    forget_lease(kube, reconciler_namespace)
     with app.app_context():
         config = state().config
     stop = threading.Event()
