@@ -66,6 +66,8 @@ class StreamResult:
     placed: list[Staged] = field(default_factory=list)
     staged: list[Staged] = field(default_factory=list)
     stale: list[Stale] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    """Temporary names in the pod to remove (over SFTP, by the caller: see `TarUpload`)."""
 
 
 @dataclass
@@ -108,8 +110,9 @@ class TarUpload:
         return result
 
     def _remove(self, names: Sequence[str]) -> None:
-        if names:
-            remove_temporaries(self.pod, names)
+        # Left to the caller: streams run on threads of their own, and two SFTP pipelines on
+        # one channel at once read each other's answers (one then waits for ever).
+        self.result.leftovers += names
 
     def _archive(self, streamed: list[Staged], dropped: list[str]) -> Iterator[bytes]:
         parts: list[bytes] = []

@@ -40,6 +40,7 @@ from devspace.sync.podstream import (
     TarUpload,
     file_mode,
     remote_entry,
+    remove_temporaries,
     source,
 )
 from devspace.sync.policy import TEMPORARY_PREFIX
@@ -297,6 +298,7 @@ class PodWriter:
         with ThreadPoolExecutor(len(streams), thread_name_prefix="sync-stream") as pool:
             futures = [pool.submit(stream.run) for stream in streams]
         left: list[Staged] = []
+        leftovers: list[str] = []
         errors = [error for f in futures if (error := f.exception()) is not None]
         for future in futures:
             if future.exception() is None:  # what a finished stream placed is recorded even if
@@ -306,8 +308,11 @@ class PodWriter:
                     self.done.append(op)
                 self.stale += result.stale
                 left += result.staged
+                leftovers += result.leftovers
         if errors:
             raise errors[0]
+        if leftovers:
+            remove_temporaries(self.pod, leftovers)
         return left
 
     def _sftp(self, ops: Sequence[Content]) -> list[Staged]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -78,11 +79,23 @@ def test_without_perl_in_the_pod_new_files_are_renamed_over_sftp(
         return command.replace("command -v perl", "command -v devspace-no-such-perl")
 
     monkeypatch.setattr(remote, "extract_command", without_perl)
+    # Two streams run on threads of their own; SFTP requests from both at once on the one
+    # channel read each other's answers (a pass that hung for ever in CI once): only the
+    # pass's own thread may use SFTP.
+    sftp_threads: set[str] = set()
+    pipeline = PodFolder.pipeline
+
+    def recorded(folder: PodFolder) -> remote.Pipeline:
+        sftp_threads.add(threading.current_thread().name)
+        return pipeline(folder)
+
+    monkeypatch.setattr(PodFolder, "pipeline", recorded)
     for n in range(200):
         write(pair.local / f"pkg{n % 7}" / f"mod{n}.py", f"# {n}\n")
 
     report = pair.sync(tar=True)
 
+    assert sftp_threads == {threading.current_thread().name}
     assert report.settled
     assert report.applied is not None
     assert len(report.applied.done) == 207
