@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from testbed.cluster import ControlPlane, ExistingCluster
 
@@ -67,3 +68,14 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(kube: client.ApiClient, control_plane: ControlPlane | ExistingCluster) -> Cluster:
     return Cluster(kube, control_plane.admin_kubeconfig)
+
+
+def tenant_role_exists(rbac: client.RbacAuthorizationV1Api) -> bool:
+    """Whether the shared `devspace-tenant` ClusterRole is there (another install made it)."""
+    try:
+        rbac.read_cluster_role("devspace-tenant")
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devspace_server.config import load_config
 from devspace_server.host_key_sealing import key_id, parse_keys
 from devspace_server.reconcile.settings import load_reconciler_config
 
 from .chart import BASE, CHART, Doc, Helm, HelmFailed, containers, merged, named, pod_templates
-from .conftest import Cluster, Keys
+from .conftest import Cluster, Keys, tenant_role_exists
 from .podenv import Objects, container_environ, find_container
 from .test_render import own_secrets, value_set
 
@@ -90,23 +89,13 @@ def test_the_admins_own_secret_replaces_the_generated_one(
     assert reconciler.host_key_sealer.current_key_id == key_id(own)
 
 
-def _tenant_role_exists(rbac: client.RbacAuthorizationV1Api) -> bool:
-    try:
-        rbac.read_cluster_role("devspace-tenant")
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
-
-
 @pytest.mark.kube
 def test_the_key_survives_upgrade_uninstall_and_reinstall(
     helm: Helm, cluster: Cluster, namespace: str
 ) -> None:
     core = client.CoreV1Api(cluster.api)
     release = f"hk-{uuid.uuid4().hex[:6]}"
-    shared_tenant = _tenant_role_exists(client.RbacAuthorizationV1Api(cluster.api))
+    shared_tenant = tenant_role_exists(client.RbacAuthorizationV1Api(cluster.api))
     values = helm.values_file(
         merged(BASE, {"rbac": {"createTenantClusterRole": not shared_tenant}})
     )

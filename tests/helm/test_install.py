@@ -24,7 +24,7 @@ from kubernetes.dynamic import DynamicClient
 from testbed.eventually import eventually
 
 from .chart import BASE, CHART, Helm, HelmFailed, by_kind, merged, pod_templates
-from .conftest import Cluster, Keys
+from .conftest import Cluster, Keys, tenant_role_exists
 from .test_render import NAMES, value_set
 
 pytestmark = pytest.mark.kube
@@ -147,16 +147,6 @@ def _secret_data(core: client.CoreV1Api, namespace: str, name: str) -> dict[str,
     return dict(core.read_namespaced_secret(name, namespace).data)
 
 
-def _tenant_role_exists(rbac: client.RbacAuthorizationV1Api) -> bool:
-    try:
-        rbac.read_cluster_role("devspace-tenant")
-    except ApiException as error:
-        if error.status == 404:
-            return False
-        raise
-    return True
-
-
 def test_install_upgrade_uninstall_and_reinstall_keep_the_secrets(
     helm: Helm,
     cluster: Cluster,
@@ -171,7 +161,7 @@ def test_install_upgrade_uninstall_and_reinstall_keep_the_secrets(
     release = f"ds-{uuid.uuid4().hex[:6]}"
     # Other tests of this session may have made the cluster-wide tenant role already; the
     # chart then shares it, as a second installation would.
-    shared_tenant = _tenant_role_exists(rbac)
+    shared_tenant = tenant_role_exists(rbac)
     values = merged(BASE, {"rbac": {"createTenantClusterRole": not shared_tenant}})
     common = cluster.helm_args(namespace)
 
