@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +30,14 @@ from devspace.ssh import Connection
 from devspace.sync.apply import ApplyInterrupted
 from devspace.sync.errors import SyncError
 from devspace.sync.lock import FolderLock, status_path, write_status
-from devspace.sync.once import PassReport, sync_once
+from devspace.sync.once import PassReport, scan_ahead, sync_once
 from devspace.sync.operations import SyncPlan
 from devspace.sync.outcome import Progress
 from devspace.sync.plan import PlanOptions, conflict_stamp
 from devspace.sync.podwatch import RemoteWatcher
 from devspace.sync.policy import IgnoreRules, NameRules
 from devspace.sync.remote import ConnectionLost, PodFolder
+from devspace.sync.scan import LocalScan
 from devspace.sync.scope import not_ignored, scoped_pass
 from devspace.sync.state import AncestorStore
 from devspace.sync.watch import Batch, Changes, LocalWatcher
@@ -127,6 +129,7 @@ class SyncSession:
         self._remote: RemoteWatcher | None = None
         self._connection: Connection | None = None
         self._pod: PodFolder | None = None
+        self._ahead: Future[LocalScan] | None = None  # the first pass's scan, begun early
         # The rules of the last full pass; None until one ran (a scoped pass needs them). The
         # ancestor itself stays in the store: scoped passes read the records they need.
         self._rules: IgnoreRules | None = None
@@ -163,6 +166,10 @@ class SyncSession:
         connected = False
         while not self._stop.is_set():
             try:
+                if not connected:  # the first pass's scan runs while the connection is made
+                    self._ahead = scan_ahead(
+                        self.local_root, ignore=self.ignore, gitignore=self.gitignore
+                    )
                 pod = self._open()
                 connected, attempt = True, 0
                 self._serve(pod)
@@ -276,6 +283,10 @@ class SyncSession:
         started = time.monotonic()
         for _ in range(_RETRIES_AFTER_STALE + 1):
             self._report("syncing", pending=self.changes.pending())
+            # A scan begun before the first connection (taken once: never held while idle).
+            ahead, self._ahead = self._ahead, None
+            scanned = ahead.result() if ahead else None
+            del ahead
             report = sync_once(
                 self.local_root,
                 pod,
@@ -284,6 +295,7 @@ class SyncSession:
                 ignore=self.ignore,
                 gitignore=self.gitignore,
                 progress=self.progress,
+                scanned=scanned,
             )
             self.passes += 1
             self.full_passes += 1

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from devspace.sync.newtrees import NewTree
 from devspace.sync.operations import Upload
 from devspace.sync.outcome import Progress, Stale
 from devspace.sync.policy import TEMPORARY_PREFIX
 from devspace.sync.remote import CMD_REMOVE, ConnectionLost, PodFolder, RemoteError
 from devspace.sync.snapshot import Entry, Kind, is_normal_path
-from devspace.sync.tarstream import END, NO_PERL, header, member, padding, place_list, placed
+from devspace.sync.tarstream import (
+    END,
+    NO_PERL,
+    folder_member,
+    header,
+    member,
+    padding,
+    place_list,
+    placed,
+)
 
 TAR_MAX_FILE = 1 << 20  # bigger files are read in blocks, with bounded memory
 CHUNK = 256 * 1024  # tar bytes per channel write: one SSH send per small file costs more
@@ -45,13 +57,50 @@ def _executable(op: Upload) -> bool:
     return bool(op.replaces and op.replaces.kind is Kind.FILE and op.replaces.executable)
 
 
+def share_of(total: int, streams: int, least: int) -> int:
+    """How many of `total` files each stream carries: up to `streams` streams, none with fewer
+    than `least` files unless there is only one."""
+    return -(-total // max(1, min(streams, total // least)))
+
+
+def shares(
+    ops: Sequence[Upload], trees: Sequence[NewTree], streams: int, least: int
+) -> list[tuple[list[Upload], list[NewTree]]]:
+    """`ops` and `trees` cut into the shares of up to `streams` streams (see `share_of`); a
+    tree stays whole, and the order is kept."""
+    share = share_of(len(ops) + sum(len(tree.files) for tree in trees), streams, least)
+    cut: list[tuple[list[Upload], list[NewTree]]] = []
+    load = share
+    units: list[NewTree | Upload] = [*trees, *ops]
+    for unit in units:
+        if load >= share:
+            cut.append(([], []))
+            load = 0
+        if isinstance(unit, NewTree):
+            cut[-1][1].append(unit)
+            load += len(unit.files)
+        else:
+            cut[-1][0].append(unit)
+            load += 1
+    return cut
+
+
 def remove_temporaries(pod: PodFolder, paths: Sequence[str]) -> None:
-    """Remove leftover temporary files in the pod (a pass cut short). Raises ConnectionLost."""
+    """Remove leftover temporary files and folders in the pod (a pass cut short).
+
+    Raises ConnectionLost, RemoteError.
+    """
     pipe = pod.pipeline()
-    for path in paths:
-        if path.rpartition("/")[2].startswith(TEMPORARY_PREFIX) and is_normal_path(path):
-            pipe.send(CMD_REMOVE, pod.path(path))
-    pipe.drain()  # a directory of that name stays: sync never makes one
+    sent = [
+        (path, pipe.send(CMD_REMOVE, pod.path(path)))
+        for path in paths
+        if path.rpartition("/")[2].startswith(TEMPORARY_PREFIX) and is_normal_path(path)
+    ]
+    # What SFTP could not remove is a new folder's (`newtrees`), or already gone.
+    folders = [f"./{path}" for path, number in sent if not pipe.wait(number).ok]
+    if folders:
+        names = " ".join(shlex.quote(name) for name in folders)
+        pod.run(f"cd -- {shlex.quote(pod.root)} && rm -rf -- {names}")
 
 
 def file_mode(executable: bool) -> int:
@@ -66,15 +115,19 @@ class StreamResult:
     placed: list[Staged] = field(default_factory=list)
     staged: list[Staged] = field(default_factory=list)
     stale: list[Stale] = field(default_factory=list)
+    placed_trees: list[NewTree] = field(default_factory=list)
+    staged_trees: list[NewTree] = field(default_factory=list)
+    """New folders extracted under their temporary names but not put in place (no Perl)."""
     leftovers: list[str] = field(default_factory=list)
     """Temporary names in the pod to remove (over SFTP, by the caller: see `TarUpload`)."""
 
 
 @dataclass
 class TarUpload:
-    """One tar stream of `named` uploads (each with its temporary name) into `pod`.
+    """One tar stream of `named` uploads (each with its temporary name) and of new folders
+    sent whole (`trees`, see `newtrees`) into `pod`.
 
-    `place_list` is a fresh temporary name for the list of files the stream's command puts in
+    `place_list` is a fresh temporary name for the list of what the stream's command puts in
     place. `run` may be called on a thread of its own: it touches nothing shared but `progress`.
     """
 
@@ -83,27 +136,33 @@ class TarUpload:
     named: Sequence[tuple[Upload, str]]
     place_list: str
     progress: Progress | None = None
+    trees: Sequence[NewTree] = ()
     result: StreamResult = field(default_factory=StreamResult)
 
     def run(self) -> StreamResult:
         """Send the stream and read its answers. Raises ConnectionLost."""
-        listed = self.place_list if any(not op.replaces for op, _ in self.named) else None
-        large = [t for op, t in self.named if op.source.size > TAR_MAX_FILE]
+        new = self.trees or any(not op.replaces for op, _ in self.named)
+        listed = self.place_list if new else None
+        # Removed by the pod if the stream is cut: a large file's part, a new folder's.
+        cleanup = [t for op, t in self.named if op.source.size > TAR_MAX_FILE]
+        cleanup += [tree.temporary for tree in self.trees]
         streamed: list[Staged] = []
         dropped: list[str] = []  # temporary names whose content is not the planned file
         result = self.result
         try:
-            output = self.pod.stream_tar(self._archive(streamed, dropped), listed, large)
+            output = self.pod.stream_tar(self._archive(streamed, dropped), listed, cleanup)
         except ConnectionLost:
             raise
         except RemoteError as error:
-            self._remove([t for _, t in self.named] + ([listed] if listed else []))
+            self._remove([t for _, t in self.named] + cleanup + ([listed] if listed else []))
             result.stale += [Stale(op, str(error)) for op, _, _ in streamed]
+            result.stale += [Stale(op, str(error)) for t in self.trees for op in t.operations]
             return result
         self._remove(dropped)
         if listed is None or output == NO_PERL:
             self._remove([listed] if listed else [])
             result.staged = streamed
+            result.staged_trees = list(self.trees)
             return result
         result.staged = [s for s in streamed if s[0].replaces]
         self._record([s for s in streamed if not s[0].replaces], output)
@@ -115,11 +174,12 @@ class TarUpload:
         self.result.leftovers += names
 
     def _archive(self, streamed: list[Staged], dropped: list[str]) -> Iterator[bytes]:
+        yield from self._trees()
         parts: list[bytes] = []
         size = 0
         for op, temporary in self.named:
             entry = remote_entry(op)
-            name = temporary.encode("utf-8", "surrogateescape")
+            name = _raw(temporary)
             mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000
             if op.source.size > TAR_MAX_FILE:  # streamed in blocks: bounded memory
                 yield b"".join(parts)
@@ -144,15 +204,48 @@ class TarUpload:
             if size >= CHUNK:
                 yield b"".join(parts)
                 parts, size = [], 0
-        if any(not op.replaces for op, _ in self.named):
-            pairs = [
-                (t.encode("utf-8", "surrogateescape"), o.path.encode("utf-8", "surrogateescape"))
-                for o, t, _ in streamed
-                if not o.replaces
-            ]
-            listed = self.place_list.encode("utf-8", "surrogateescape")
-            parts.append(member(listed, place_list(pairs), 0o600, 0))
+        if self.trees or any(not op.replaces for op, _ in self.named):
+            names = [(tree.temporary, tree.top.path) for tree in self.trees]
+            names += [(t, o.path) for o, t, _ in streamed if not o.replaces]
+            pairs = [(_raw(t), _raw(target)) for t, target in names]
+            parts.append(member(_raw(self.place_list), place_list(pairs), 0o600, 0))
         parts.append(END)
+        yield b"".join(parts)
+
+    def _trees(self) -> Iterator[bytes]:
+        """Each new folder with its content, under its temporary name.
+
+        A file that cannot be read as planned is left out of its tree (and reported stale):
+        the folder is put in place without it, and the next pass sends it as a new file.
+        """
+        parts: list[bytes] = []
+        size = 0
+        now = int(time.time())
+        for tree in self.trees:
+            parts.append(folder_member(_raw(tree.temporary), now))
+            parts += [folder_member(_raw(tree.inside(op.path)), now) for op in tree.folders]
+            unread: list[Upload] = []
+            try:
+                for op in tree.files:
+                    try:
+                        data = read_small(self.local_root, op)
+                    except (OSError, Changed) as error:
+                        reason = f"{op.path!r} could not be read: {error}"
+                        self.result.stale.append(Stale(op, reason))
+                        unread.append(op)
+                        continue
+                    entry = remote_entry(op)
+                    mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 10**9
+                    parts.append(member(_raw(tree.inside(op.path)), data, mode, mtime))
+                    size += len(data) + 512
+                    if self.progress:
+                        self.progress(len(data))
+                    if size >= CHUNK:
+                        yield b"".join(parts)
+                        parts, size = [], 0
+            finally:  # also when the stream is cut: its files are reported stale once
+                if unread:
+                    tree.files = [op for op in tree.files if op not in unread]
         yield b"".join(parts)
 
     def _large_member(
@@ -186,26 +279,39 @@ class TarUpload:
         return problem
 
     def _record(self, staged: Sequence[Staged], output: bytes) -> None:
-        """Record the placing script's answers for `staged` (see `tarstream`)."""
+        """Record the placing script's answers for the trees and `staged` (see `tarstream`)."""
+        trees = len(self.trees)
         try:
-            answers = placed(output, len(staged))
+            answers = placed(output, trees + len(staged))
         except ValueError as error:  # which were placed is not known: plan them all again
-            self.result.stale += [
-                Stale(op, f"the pod's answer was unclear: {error}") for op, _, _ in staged
-            ]
+            reason = f"the pod's answer was unclear: {error}"
+            self.result.stale += [Stale(op, reason) for t in self.trees for op in t.operations]
+            self.result.stale += [Stale(op, reason) for op, _, _ in staged]
             return
-        for (op, temporary, entry), answer in zip(staged, answers, strict=True):
+        for tree, answer in zip(self.trees, answers[:trees], strict=True):
+            if answer is None:
+                self.result.placed_trees.append(tree)
+            else:
+                reason = _refusal(tree.top.path, answer)
+                self.result.stale += [Stale(op, reason) for op in tree.operations]
+        for (op, temporary, entry), answer in zip(staged, answers[trees:], strict=True):
             if answer is None:
                 self.result.placed.append((op, temporary, entry))
-            elif answer == "P":
-                reason = f"a parent of {op.path!r} is not a directory in the pod"
-                self.result.stale.append(Stale(op, reason))
-            elif answer == "X":
-                reason = f"{op.path!r} changed since the plan: it appeared in the pod"
-                self.result.stale.append(Stale(op, reason))
             else:
-                reason = f"the pod refused to put it in place: {answer[1:]}"
-                self.result.stale.append(Stale(op, reason))
+                self.result.stale.append(Stale(op, _refusal(op.path, answer)))
+
+
+def _refusal(path: str, answer: str) -> str:
+    """Why the placing script did not put `path` in place, from its answer."""
+    if answer == "P":
+        return f"a parent of {path!r} is not a directory in the pod"
+    if answer == "X":
+        return f"{path!r} changed since the plan: it appeared in the pod"
+    return f"the pod refused to put it in place: {answer[1:]}"
+
+
+def _raw(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
 
 
 class Changed(Exception):

@@ -4,10 +4,11 @@ Each batch of operations is checked against one fresh look at the pod (`PodFolde
 nanosecond mtimes, every parent directory included), so nothing is overwritten or deleted
 that changed since the plan, and nothing is written through a parent that became a link.
 File contents go to `.devspace-tmp-…` names beside their targets — over SFTP with many
-requests in flight, or as tar streams (`podstream`) for a batch of small files and for every
-large file — and are checked again right before they are renamed into place: an app in the
-pod never reads half a file, and a dropped connection leaves only temporary names, which the
-next pass removes (a large file's stream removes its own once its input ends).
+requests in flight (`podsftp`), or as tar streams (`podstream`) for a batch of small files and
+for every large file, a new folder's files under the folder's own temporary name (`newtrees`)
+— and are checked again right before they are renamed into place: an app in the pod never
+reads half a file, and a dropped connection leaves only temporary names, which the next pass
+removes (a large file's stream, or a new folder's, removes its own once its input ends).
 
 SFTP (version 3) sets whole-second mtimes, and a tar header carries whole seconds too, so the
 pod's copy of a file gets the laptop's mtime rounded down. That is what the pod's entry
@@ -19,11 +20,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from paramiko.sftp import int64
-
+from devspace.sync.newtrees import NewTree, new_trees
 from devspace.sync.operations import (
     Delete,
     MakeDir,
@@ -34,31 +35,25 @@ from devspace.sync.operations import (
     Upload,
 )
 from devspace.sync.outcome import Observed, Progress, Stale, matches, stale_reason
+from devspace.sync.podsftp import Content, SftpStage, Staged
 from devspace.sync.podstream import (
     TAR_MAX_FILE,
-    Changed,
     TarUpload,
     file_mode,
     remote_entry,
     remove_temporaries,
-    source,
+    share_of,
+    shares,
 )
 from devspace.sync.policy import TEMPORARY_PREFIX
 from devspace.sync.remote import (
-    CMD_CLOSE,
     CMD_EXTENDED,
-    CMD_FSETSTAT,
     CMD_MKDIR,
-    CMD_OPEN,
     CMD_REMOVE,
     CMD_RENAME,
     CMD_RMDIR,
     CMD_SETSTAT,
-    CMD_SYMLINK,
-    CMD_WRITE,
-    OPEN_NEW,
     POSIX_RENAME,
-    Pipeline,
     PodFolder,
     attributes,
     through_links,
@@ -73,9 +68,6 @@ from devspace.sync.snapshot import (
     parent,
 )
 
-# SFTP data per WRITE request: what every server accepts, less room for the request header so
-# that one request fits one SSH packet (OpenSSH allows 32 KiB per packet on a session).
-BLOCK = 32 * 1024 - 64
 # A batch of at least this many small files goes as one tar stream rather than over SFTP
 # (see the measurements in the sync tests' module docstring).
 TAR_MIN_FILES = 64
@@ -91,10 +83,6 @@ WINDOW_BYTES = 64 << 20
 # their tails). 10,000 new files in windows of 1,000 took about 0.15 s more than in one on a
 # quiet machine, and up to twice as long when creating files in the pod was slow (issue 7).
 TAR_WINDOW_FILES = 20_000
-OPEN_FILES = 64  # temporary files open at once in the pod
-
-Content = Upload | MakeSymlink
-Staged = tuple[Content, str, Entry]  # an operation, its temporary name, the entry it will be
 _Op = TypeVar("_Op", bound=Operation)
 
 
@@ -225,10 +213,16 @@ class PodWriter:
 
     def _window(self, ops: Sequence[MakeDir | MakeSymlink | SetMode | Upload]) -> None:
         accepted = self._accept(ops)
-        self._directories_and_modes([op for op in accepted if isinstance(op, MakeDir | SetMode)])
-        contents = [op for op in accepted if isinstance(op, Upload | MakeSymlink)]
-        if contents:
-            self._place(self._stage(contents))
+        small = sum(isinstance(op, Upload) and op.source.size <= TAR_MAX_FILE for op in accepted)
+        use_tar = self.tar if self.tar is not None else small >= TAR_MIN_FILES
+        share = share_of(small, STREAMS, TAR_MIN_FILES)  # a tree is sent by one stream
+        trees = new_trees(accepted, small=TAR_MAX_FILE, most=share) if use_tar else []
+        whole = {id(op) for tree in trees for op in tree.operations}
+        rest = [op for op in accepted if id(op) not in whole]
+        self._directories_and_modes([op for op in rest if isinstance(op, MakeDir | SetMode)])
+        contents = [op for op in rest if isinstance(op, Upload | MakeSymlink)]
+        if contents or trees:
+            self._place(self._stage(contents, trees, use_tar))
 
     def _directories_and_modes(self, ops: Sequence[MakeDir | SetMode]) -> None:
         pipe = self.pod.pipeline()
@@ -260,44 +254,48 @@ class PodWriter:
         name = f"{TEMPORARY_PREFIX}{self._token}-{self._count}"
         return f"{up}/{name}" if up else name
 
-    def _stage(self, ops: Sequence[Content]) -> list[Staged]:
+    def _stage(
+        self, ops: Sequence[Content], trees: Sequence[NewTree], use_tar: bool
+    ) -> list[Staged]:
         """Write each operation's content to a temporary name; return what is left to place.
 
-        Files streamed by tar that replace nothing are put in place by the stream's own command
-        and recorded here, not returned.
+        `trees` (new folders sent whole) and files streamed by tar that replace nothing are
+        put in place by the stream's own command and recorded here, not returned.
         """
         uploads = [op for op in ops if isinstance(op, Upload)]
-        small = [op for op in uploads if op.source.size <= TAR_MAX_FILE]
-        use_tar = self.tar if self.tar is not None else len(small) >= TAR_MIN_FILES
-        by_tar = list(small) if use_tar else []
+        by_tar = [op for op in uploads if op.source.size <= TAR_MAX_FILE] if use_tar else []
         if self.tar is not False:
             by_tar += [op for op in uploads if op.source.size >= STREAM_MIN_FILE]
-        if not by_tar:
-            return self._sftp(ops)
+        sftp = SftpStage(self.pod, self.local_root, self._temporary, self.stale, self.progress)
+        if not by_tar and not trees:
+            return sftp.run(ops)
         streamed = {id(op) for op in by_tar}
-        return self._streams(by_tar) + self._sftp([op for op in ops if id(op) not in streamed])
+        staged = self._streams(by_tar, trees)
+        return staged + sftp.run([op for op in ops if id(op) not in streamed])
 
-    def _streams(self, ops: Sequence[Upload]) -> list[Staged]:
-        """Send `ops` as up to `STREAMS` tar streams at once; return the files left to place.
+    def _streams(self, ops: Sequence[Upload], trees: Sequence[NewTree]) -> list[Staged]:
+        """Send `ops` and `trees` as up to `STREAMS` tar streams at once; return the files left
+        to place.
 
         Creating files is most of the pod's work (each new inode costs far more than its
         bytes): two streams keep two of its cores busy, as rsync's generator and receiver do.
+        A tree goes whole in one stream; `new_trees` keeps each within a stream's share.
         """
-        count = max(1, min(STREAMS, len(ops) // TAR_MIN_FILES))
-        step = -(-len(ops) // count)
         streams = [
             TarUpload(
                 self.pod,
                 self.local_root,
-                [(op, self._temporary(op.path)) for op in ops[start : start + step]],
+                [(op, self._temporary(op.path)) for op in files],
                 self._temporary("list"),
                 self.progress,
+                [replace(tree, temporary=self._temporary(tree.top.path)) for tree in folders],
             )
-            for start in range(0, len(ops), step)
+            for files, folders in shares(ops, trees, STREAMS, TAR_MIN_FILES)
         ]
         with ThreadPoolExecutor(len(streams), thread_name_prefix="sync-stream") as pool:
             futures = [pool.submit(stream.run) for stream in streams]
         left: list[Staged] = []
+        unplaced: list[NewTree] = []
         leftovers: list[str] = []
         errors = [error for f in futures if (error := f.exception()) is not None]
         for future in futures:
@@ -306,75 +304,53 @@ class PodWriter:
                 for op, _, entry in result.placed:
                     self.observed.set(op.path, entry)
                     self.done.append(op)
+                for tree in result.placed_trees:
+                    self._record_tree(tree)
                 self.stale += result.stale
                 left += result.staged
+                unplaced += result.staged_trees
                 leftovers += result.leftovers
         if errors:
             raise errors[0]
         if leftovers:
             remove_temporaries(self.pod, leftovers)
+        if unplaced:
+            self._place_trees(unplaced)
         return left
 
-    def _sftp(self, ops: Sequence[Content]) -> list[Staged]:
-        staged: list[Staged] = []
+    def _record_tree(self, tree: NewTree) -> None:
+        for op in tree.operations:
+            self.observed.set(op.path, DIRECTORY if isinstance(op, MakeDir) else remote_entry(op))
+            self.done.append(op)
+
+    def _place_trees(self, trees: Sequence[NewTree]) -> None:
+        """Rename new folders into place over SFTP (the pod has no Perl to do it).
+
+        OpenSSH's server renames a folder only if nothing is at the target (it looks first).
+        """
+        fresh = self.pod.entries({t.top.path for t in trees} | ancestors(t.top.path for t in trees))
         pipe = self.pod.pipeline()
-        # A few dozen files open at a time: the server holds a descriptor per open handle.
-        for start in range(0, len(ops), OPEN_FILES):
-            staged += self._sftp_some(pipe, ops[start : start + OPEN_FILES])
-        return staged
-
-    def _sftp_some(self, pipe: Pipeline, ops: Sequence[Content]) -> list[Staged]:
-        opened = []
-        for op in ops:
-            temporary = self._temporary(op.path)
-            if isinstance(op, MakeSymlink):
-                number = pipe.send(CMD_SYMLINK, op.target.encode(), self.pod.path(temporary))
-            else:
-                number = pipe.send(CMD_OPEN, self.pod.path(temporary), OPEN_NEW, attributes())
-            opened.append((op, temporary, number))
-        staged: list[Staged] = []
-        checks: list[tuple[Content, int]] = []
-        for op, temporary, number in opened:
+        sent = []
+        leftovers = []
+        for tree in trees:
+            path = tree.top.path
+            if through_links(path, fresh) or fresh.get(path) is not None:
+                reason = stale_reason(path, fresh.get(path), None)
+                self.stale += [Stale(op, reason) for op in tree.operations]
+                leftovers.append(tree.temporary)
+                continue
+            source, target = self.pod.path(tree.temporary), self.pod.path(path)
+            sent.append((tree, pipe.send(CMD_RENAME, source, target)))
+        for tree, number in sent:
             reply = pipe.wait(number)
-            if not reply.ok:
-                self.stale.append(Stale(op, f"the pod refused a temporary file: {reply.text}"))
-                continue
-            if isinstance(op, MakeSymlink):
-                staged.append((op, temporary, Entry(Kind.SYMLINK, target=op.target)))
-                continue
-            entry = remote_entry(op)
-            written = self._stream(pipe, op, reply.handle, checks)
-            attrs = attributes(file_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000)
-            checks.append((op, pipe.send(CMD_FSETSTAT, reply.handle, attrs)))
-            checks.append((op, pipe.send(CMD_CLOSE, reply.handle)))
-            if written:
-                staged.append((op, temporary, entry))
+            if reply.ok:
+                self._record_tree(tree)
             else:
-                pipe.send(CMD_REMOVE, self.pod.path(temporary))
-        failed = {id(op) for op, number in checks if not pipe.wait(number).ok}
-        for op, temporary, _ in staged:
-            if id(op) in failed:
-                self.stale.append(Stale(op, "the pod refused to write a temporary file"))
-                pipe.send(CMD_REMOVE, self.pod.path(temporary))
-        pipe.drain()
-        return [s for s in staged if id(s[0]) not in failed]
-
-    def _stream(
-        self, pipe: Pipeline, op: Upload, handle: bytes, checks: list[tuple[Content, int]]
-    ) -> bool:
-        """Send the local file's bytes as WRITE requests; False if it changed meanwhile."""
-        try:
-            with source(self.local_root, op) as file:
-                offset = 0
-                while block := file.read(BLOCK):
-                    checks.append((op, pipe.send(CMD_WRITE, handle, int64(offset), block)))
-                    offset += len(block)
-                    if self.progress:
-                        self.progress(len(block))
-        except (OSError, Changed) as error:
-            self.stale.append(Stale(op, f"{op.path!r} could not be read: {error}"))
-            return False
-        return True
+                reason = f"the pod refused to put it in place: {reply.text}"
+                self.stale += [Stale(op, reason) for op in tree.operations]
+                leftovers.append(tree.temporary)
+        if leftovers:
+            remove_temporaries(self.pod, leftovers)
 
     def _place(self, staged: Sequence[Staged]) -> None:
         """Check each target once more, then rename the temporary files into place."""

@@ -5,14 +5,15 @@ reading the file does, and an initial sync sends tens of thousands of them. The 
 GNU format, as `tarfile.GNU_FORMAT` writes it, and `tarfile` still writes the rare header this
 fast path does not cover (a name over 100 bytes, an mtime before 1970).
 
-Every member is a `.devspace-tmp-…` name beside its target. New files (nothing at the target
-when the plan was made) are then put in place by the same command that extracted them: the
-last member is a list of temporary and final names, and a short Perl script (perl-base is
-part of every Debian image) checks that each target's parents are still directories and links
-the file to its target. A hard link refuses an existing target atomically, as the SFTP rename
-that OpenSSH's server makes of it does, so one round trip replaces a rename request per file.
-Files that replace something need their target compared with the plan first; `podwrite` renames
-those over SFTP, after a fresh look at the pod.
+Every member is a `.devspace-tmp-…` name beside its target, or lies in a new folder extracted
+under such a name (`newtrees`). New files and folders (nothing at the target when the plan was
+made) are then put in place by the same command that extracted them: the last member is a
+list of temporary and final names, and a short Perl script (perl-base is part of every Debian
+image) checks that each target's parents are still directories and links the file to its
+target, or renames the folder. Both refuse an existing target atomically, as the SFTP rename
+that OpenSSH's server makes of a file does, so one round trip replaces a rename request per
+file. Files that replace something need their target compared with the plan first; `podwrite`
+renames those over SFTP, after a fresh look at the pod.
 """
 
 from __future__ import annotations
@@ -32,32 +33,52 @@ NO_PERL = b"devspace-no-perl\n"
 # Runs in the sync root with the list's name as its argument. For each pair of NUL-terminated
 # names (temporary, target) it prints a NUL-terminated answer: "0" placed, "P" a parent of the
 # target is not a directory (a link, say: never write through it), "X" the target exists,
-# "E<error>" not placed for another reason. The temporary file is removed unless it was
-# renamed. A volume without hard links falls back to a rename after checking the target is
-# absent, as OpenSSH's sftp-server does.
+# "E<error>" not placed for another reason. A temporary that was not placed is removed. A
+# file is placed by a hard link, which refuses an existing target; a volume without hard
+# links falls back to a rename after checking the target is absent, as OpenSSH's sftp-server
+# does. A folder (see `newtrees`) is renamed with RENAME_NOREPLACE, which refuses an existing
+# target too; where the kernel or volume lacks it, after the same check as a file.
 _PLACE = r"""
 use strict;
+use Config;
+use File::Path qw(remove_tree);
+my %renameat2 = (x86_64 => 316, aarch64 => 276);
+my ($arch) = $Config{archname} =~ /^([^-]+)/;
+my $noreplace = $renameat2{$arch};
 my $list = shift;
 open(my $in, "<", $list) or die "$list: $!\n";
 unlink $list;
 local $/ = "\0";
+sub place_folder {
+    my ($tmp, $to) = @_;
+    if (defined $noreplace) {
+        return 1 if syscall($noreplace, -100, $tmp, -100, $to, 1) == 0;
+        return 0 unless $!{ENOSYS} || $!{EINVAL};
+    }
+    return !lstat($to) && rename($tmp, $to);
+}
 while (defined(my $tmp = <$in>)) {
     chop $tmp;
     my $to = <$in>;
     defined $to or die "the list of files to put in place is cut short\n";
     chop $to;
+    my $folder = lstat($tmp) && -d _;
     my $why = "";
     my $up = $to;
     while ($up =~ s{/[^/]*\z}{}s) {
         if (!lstat($up) || !-d _) { $why = "P"; last }
     }
-    if ($why eq "") {
+    if ($why eq "" && $folder) {
+        if (place_folder($tmp, $to)) { print "0\0"; next }
+        my ($error, $exists) = ("$!", $!{EEXIST} || $!{ENOTEMPTY});
+        $why = $exists || lstat($to) ? "X" : "E$error";
+    } elsif ($why eq "") {
         if (link($tmp, $to)) { unlink $tmp; print "0\0"; next }
         my ($error, $exists) = ("$!", $!{EEXIST});
         if (!$exists && !lstat($to) && rename($tmp, $to)) { print "0\0"; next }
         $why = $exists || lstat($to) ? "X" : "E$error";
     }
-    unlink $tmp;
+    if ($folder) { remove_tree($tmp) } else { unlink $tmp }
     print "$why\0";
 }
 """
@@ -70,13 +91,13 @@ def extract_command(root: str, place_list: str | None, cleanup: Sequence[str] = 
     extracts only. Without Perl in the pod the command prints `NO_PERL` and leaves the list
     there: rename those files over SFTP instead. If tar fails (the stream was cut: a dropped
     connection ends its input), the temporary names `cleanup` are removed in the pod, so no
-    large partial file outlives the pass.
+    large partial file or new folder outlives the pass.
     """
     lines = [
         f"cd -- {shlex.quote(root)} || exit",
         "tar -x -f - --no-same-owner --same-permissions --keep-old-files || {",
         "  status=$?",
-        *([f"  rm -f -- {' '.join(shlex.quote(name) for name in cleanup)}"] if cleanup else []),
+        *([f"  rm -rf -- {' '.join(shlex.quote(name) for name in cleanup)}"] if cleanup else []),
         "  exit $status",
         "}",
     ]
@@ -120,6 +141,13 @@ def header(name: bytes, size: int, mode: int, mtime: int) -> bytes:
     checksum = sum(name) + sum(ids) + sum(times) + _FIXED_SUM
     fields = (name, bytes(100 - len(name)), ids, times, b"%06o\x00 " % checksum, b"0")
     return b"".join((*fields, bytes(100), _MAGIC, bytes(_BLOCK - 265)))
+
+
+def folder_member(name: bytes, mtime: int) -> bytes:
+    """A folder's header (mode 0755): one per new folder, so the fast path is not needed."""
+    info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
 
 
 def padding(size: int) -> bytes:
