@@ -14,7 +14,7 @@ import os
 import shlex
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -138,6 +138,7 @@ class TarUpload:
     progress: Progress | None = None
     trees: Sequence[NewTree] = ()
     result: StreamResult = field(default_factory=StreamResult)
+    _unread: set[str] = field(default_factory=set, init=False)  # tree files left out
 
     def run(self) -> StreamResult:
         """Send the stream and read its answers. Raises ConnectionLost."""
@@ -156,13 +157,13 @@ class TarUpload:
         except RemoteError as error:
             self._remove([t for _, t in self.named] + cleanup + ([listed] if listed else []))
             result.stale += [Stale(op, str(error)) for op, _, _ in streamed]
-            result.stale += [Stale(op, str(error)) for t in self.trees for op in t.operations]
+            result.stale += [Stale(op, str(error)) for t in self._sent() for op in t.operations]
             return result
         self._remove(dropped)
         if listed is None or output == NO_PERL:
             self._remove([listed] if listed else [])
             result.staged = streamed
-            result.staged_trees = list(self.trees)
+            result.staged_trees = self._sent()
             return result
         result.staged = [s for s in streamed if s[0].replaces]
         self._record([s for s in streamed if not s[0].replaces], output)
@@ -174,33 +175,39 @@ class TarUpload:
         self.result.leftovers += names
 
     def _archive(self, streamed: list[Staged], dropped: list[str]) -> Iterator[bytes]:
-        yield from self._trees()
         parts: list[bytes] = []
         size = 0
+        now = int(time.time())
+        for tree in self.trees:  # each new folder with its content, under its temporary name
+            parts.append(folder_member(_raw(tree.temporary), now))
+            parts += [folder_member(_raw(tree.inside(op.path)), now) for op in tree.folders]
+            for op in tree.files:
+                # One that cannot be read is left out: its folder is put in place without it,
+                # and the next pass sends it as a new file.
+                if (part := self._small_member(op, _raw(tree.inside(op.path)))) is None:
+                    self._unread.add(op.path)
+                    continue
+                parts.append(part)
+                size += len(part)
+                if size >= CHUNK:
+                    yield b"".join(parts)
+                    parts, size = [], 0
         for op, temporary in self.named:
-            entry = remote_entry(op)
             name = _raw(temporary)
-            mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 1_000_000_000
             if op.source.size > TAR_MAX_FILE:  # streamed in blocks: bounded memory
                 yield b"".join(parts)
                 parts, size = [], 0
-                problem = yield from self._large_member(op, name, mode, mtime)
+                sent = yield from self._large_member(op, name)
             else:
-                try:
-                    data = read_small(self.local_root, op)
-                except (OSError, Changed) as error:
-                    problem = f"{op.path!r} could not be read: {error}"
-                else:
-                    problem = None
-                    parts.append(member(name, data, mode, mtime))
-                    size += len(data) + 512
-                    if self.progress:
-                        self.progress(len(data))
-            if problem is None:
-                streamed.append((op, temporary, entry))
+                part = self._small_member(op, name)
+                sent = part is not None
+                if part is not None:
+                    parts.append(part)
+                    size += len(part)
+            if sent:
+                streamed.append((op, temporary, remote_entry(op)))
             else:
-                self.result.stale.append(Stale(op, problem))
-                dropped.append(temporary)
+                dropped.append(temporary)  # not the planned file
             if size >= CHUNK:
                 yield b"".join(parts)
                 parts, size = [], 0
@@ -212,50 +219,28 @@ class TarUpload:
         parts.append(END)
         yield b"".join(parts)
 
-    def _trees(self) -> Iterator[bytes]:
-        """Each new folder with its content, under its temporary name.
+    def _small_member(self, op: Upload, name: bytes) -> bytes | None:
+        """The small file `op` uploads as a member named `name`; None, reported stale, if it
+        cannot be read as planned."""
+        try:
+            data = read_small(self.local_root, op)
+        except (OSError, Changed) as error:
+            self.result.stale.append(Stale(op, f"{op.path!r} could not be read: {error}"))
+            return None
+        if self.progress:
+            self.progress(len(data))
+        entry = remote_entry(op)
+        return member(name, data, file_mode(bool(entry.executable)), entry.mtime_ns // 10**9)
 
-        A file that cannot be read as planned is left out of its tree (and reported stale):
-        the folder is put in place without it, and the next pass sends it as a new file.
-        """
-        parts: list[bytes] = []
-        size = 0
-        now = int(time.time())
-        for tree in self.trees:
-            parts.append(folder_member(_raw(tree.temporary), now))
-            parts += [folder_member(_raw(tree.inside(op.path)), now) for op in tree.folders]
-            unread: list[Upload] = []
-            try:
-                for op in tree.files:
-                    try:
-                        data = read_small(self.local_root, op)
-                    except (OSError, Changed) as error:
-                        reason = f"{op.path!r} could not be read: {error}"
-                        self.result.stale.append(Stale(op, reason))
-                        unread.append(op)
-                        continue
-                    entry = remote_entry(op)
-                    mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 10**9
-                    parts.append(member(_raw(tree.inside(op.path)), data, mode, mtime))
-                    size += len(data) + 512
-                    if self.progress:
-                        self.progress(len(data))
-                    if size >= CHUNK:
-                        yield b"".join(parts)
-                        parts, size = [], 0
-            finally:  # also when the stream is cut: its files are reported stale once
-                if unread:
-                    tree.files = [op for op in tree.files if op not in unread]
-        yield b"".join(parts)
-
-    def _large_member(
-        self, op: Upload, name: bytes, mode: int, mtime: int
-    ) -> Generator[bytes, None, str | None]:
-        """Yield a large file as one tar member; return why it is not the planned file, if not.
+    def _large_member(self, op: Upload, name: bytes) -> Generator[bytes, None, bool]:
+        """Yield a large file as one tar member named `name`; return whether it is the planned
+        file (if not, it is reported stale).
 
         Once its header is out the member must be whole: a file that shrank meanwhile is padded
         with zeros, and its temporary file removed afterwards.
         """
+        entry = remote_entry(op)
+        mode, mtime = file_mode(bool(entry.executable)), entry.mtime_ns // 10**9
         size, sent = op.source.size, 0
         try:
             with source(self.local_root, op) as file:
@@ -269,14 +254,25 @@ class TarUpload:
             problem: str | None = f"{op.path!r} could not be read: {error}"
         else:
             problem = None if sent == size else f"{op.path!r} could not be read: it shrank"
-        if sent == 0 and problem is not None:
-            return problem  # nothing of it was sent, not even its header
+        if problem is not None:
+            self.result.stale.append(Stale(op, problem))
+            if sent == 0:
+                return False  # nothing of it was sent, not even its header
         while sent < size:
             zeros = min(_READ, size - sent)
             yield bytes(zeros)
             sent += zeros
         yield padding(size)
-        return problem
+        return problem is None
+
+    def _sent(self) -> list[NewTree]:
+        """The trees as sent: without the files that could not be read (already stale)."""
+        if not self._unread:
+            return list(self.trees)
+        return [
+            replace(tree, files=[op for op in tree.files if op.path not in self._unread])
+            for tree in self.trees
+        ]
 
     def _record(self, staged: Sequence[Staged], output: bytes) -> None:
         """Record the placing script's answers for the trees and `staged` (see `tarstream`)."""
@@ -285,10 +281,10 @@ class TarUpload:
             answers = placed(output, trees + len(staged))
         except ValueError as error:  # which were placed is not known: plan them all again
             reason = f"the pod's answer was unclear: {error}"
-            self.result.stale += [Stale(op, reason) for t in self.trees for op in t.operations]
+            self.result.stale += [Stale(op, reason) for t in self._sent() for op in t.operations]
             self.result.stale += [Stale(op, reason) for op, _, _ in staged]
             return
-        for tree, answer in zip(self.trees, answers[:trees], strict=True):
+        for tree, answer in zip(self._sent(), answers[:trees], strict=True):
             if answer is None:
                 self.result.placed_trees.append(tree)
             else:
@@ -332,14 +328,15 @@ def source(root: Path, op: Upload) -> Iterator[BinaryIO]:
 
 
 def read_small(root: Path, op: Upload) -> bytes:
-    """The whole of the (small) local file `op` uploads, checked as `source` checks it.
+    """The whole of the (small) local file `op` uploads, checked against the plan once read.
 
-    `source` without its file object and context manager: they cost more than reading a
-    small file does, and an initial sync reads tens of thousands. Raises OSError, Changed.
+    `source` without its file object, its context manager and its first check: they cost more
+    than reading a small file does, and an initial sync reads tens of thousands. One look
+    after reading suffices here: it sees any change made before or while the file was read,
+    and reading more than the planned size is bounded (one byte). Raises OSError, Changed.
     """
     descriptor = os.open(os.path.join(root, *op.path.split("/")), _FLAGS)
     try:
-        _check_info(os.fstat(descriptor), op)
         data = os.read(descriptor, op.source.size + 1)  # one byte more shows a file that grew
         while len(data) < op.source.size and (more := os.read(descriptor, op.source.size)):
             data += more  # a short read (a file system that returns less at a time)

@@ -11,6 +11,8 @@ developer made in the pod meanwhile nor writes through a parent that became a li
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 
@@ -74,30 +76,26 @@ def test_a_new_folder_arrives_whole_with_modes_and_mtimes(
     assert sh(shell, pair, "stat -c '%a %Y' pkg/run.sh").split() == ["755", str(mtime)]
     assert sh(shell, pair, "stat -c %a pkg/sub0/deep/mod0.py").strip() == "644"
     modes = sh(shell, pair, "find pkg -type d -exec stat -c %a {} +").split()
-    assert set(modes) == {"755"} and len(modes) == 8  # pkg, empty, three sub*, three deep
+    assert set(modes) == {"755"}
+    assert len(modes) == 8  # pkg, empty, three sub*, three deep
     assert sh(shell, pair, LEFTOVERS) == ""
     assert_converged(pair)
 
 
 @pytest.fixture(params=["renameat2", "look-then-rename"])
-def placing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def placing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Perl step as it runs on x86-64 and arm64, and where RENAME_NOREPLACE is unknown
     (it looks first, as OpenSSH's sftp-server renames a folder)."""
     if request.param == "look-then-rename":
         script = tarstream._PLACE.replace("(x86_64 => 316, aarch64 => 276)", "()")
         assert script != tarstream._PLACE
         monkeypatch.setattr(tarstream, "_PLACE", script)
-    return str(request.param)
 
 
+@pytest.mark.usefixtures("placing")
 @pytest.mark.parametrize("made", ["an empty folder", "a folder with a file"])
 def test_a_folder_made_in_the_pod_after_the_listing_is_not_replaced(
-    pair: Pair,
-    shell: PodFolder,
-    sent_whole: list[str],
-    placing: str,
-    made: str,
-    monkeypatch: pytest.MonkeyPatch,
+    pair: Pair, shell: PodFolder, sent_whole: list[str], made: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_project(pair)
     script = "mkdir pkg" + (" && printf mine > pkg/mine.txt" if made.endswith("file") else "")
@@ -113,7 +111,8 @@ def test_a_folder_made_in_the_pod_after_the_listing_is_not_replaced(
     assert sent_whole == ["pkg"]
     assert report.applied is not None
     stale = {s.operation.path for s in report.applied.stale}
-    assert len(stale) == 129 and "pkg/run.sh" in stale  # all 121 files and 8 folders
+    assert len(stale) == 129  # all 121 files and 8 folders
+    assert "pkg/run.sh" in stale
     assert all("appeared in the pod" in s.reason for s in report.applied.stale)
     inode = sh(shell, pair, "stat -c %i pkg")
     expected = "mine.txt" if made.endswith("file") else ""
@@ -171,21 +170,50 @@ def test_a_stream_cut_mid_folder_leaves_no_folder_behind(
     make_project(pair)
     stream_tar = PodFolder.stream_tar
 
-    def cut_short(self: PodFolder, members: object, *args: object) -> bytes:
-        def some(parts: object) -> object:
-            for n, part in enumerate(parts):  # type: ignore[attr-defined]
+    def cut_short(self: PodFolder, members: Iterable[bytes], *args: Any) -> bytes:
+        def some(parts: Iterable[bytes]) -> Iterator[bytes]:
+            for n, part in enumerate(parts):
                 if n == 1:
                     return  # the archive ends without its end: tar fails
                 yield part[: len(part) // 2]
 
-        return stream_tar(self, some(members), *args)  # type: ignore[arg-type]
+        return stream_tar(self, some(members), *args)
 
     monkeypatch.setattr(PodFolder, "stream_tar", cut_short)
     report = once.sync_once(pair.local, pair.pod, pair.store, options=OPTIONS)
 
-    assert report.applied is not None and not report.applied.complete
+    assert report.applied is not None
+    assert not report.applied.complete
     assert sh(shell, pair, LEFTOVERS) == ""
     assert sh(shell, pair, "ls -A").strip() == ""
     monkeypatch.undo()
     pair.sync()
+    assert_converged(pair)
+
+
+def test_a_file_changed_after_planning_is_left_out_of_its_folder_until_the_next_pass(
+    pair: Pair, shell: PodFolder, sent_whole: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_project(pair)
+    changed = pair.local / "pkg" / "sub1" / "deep" / "mod1.py"
+
+    def plan_then_edit_on_the_laptop(*args: object, **kwargs: object) -> SyncPlan:
+        result = plan(*args, **kwargs)  # type: ignore[arg-type]
+        changed.write_text("# edited while the pass ran\n")
+        return result
+
+    monkeypatch.setattr(once, "plan", plan_then_edit_on_the_laptop)
+    report = once.sync_once(pair.local, pair.pod, pair.store, options=OPTIONS)
+
+    assert sent_whole == ["pkg"]
+    assert report.applied is not None
+    assert [s.operation.path for s in report.applied.stale] == ["pkg/sub1/deep/mod1.py"]
+    assert "pkg/sub1/deep/mod1.py" not in {op.path for op in report.applied.done}
+    assert sh(shell, pair, "find pkg -type f | wc -l").strip() == "120"
+    assert sh(shell, pair, LEFTOVERS) == ""
+    monkeypatch.undo()
+    again = pair.sync()  # a new file in the pod's folder, not a conflict with a lost one
+    assert again.plan.conflicts == ()
+    assert len(again.plan.operations) == 1
+    assert sh(shell, pair, "cat pkg/sub1/deep/mod1.py") == "# edited while the pass ran\n"
     assert_converged(pair)
