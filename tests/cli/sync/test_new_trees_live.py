@@ -28,9 +28,6 @@ from cli.sync.test_live_sshd import (  # noqa: F401 - fixtures are found by name
     state_dir,
     write,
 )
-from devspace.sync import newtrees, podwrite
-from devspace.sync.newtrees import NewTree
-from devspace.sync.operations import Operation
 from devspace.sync.remote import PodFolder
 from testbed.eventually import eventually
 
@@ -38,16 +35,8 @@ pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.timeout(180)]
 
 
 def test_a_pod_edit_inside_a_folder_sent_whole_reaches_the_laptop(
-    start: Callable[..., Live], shell: PodFolder, monkeypatch: pytest.MonkeyPatch
+    start: Callable[..., Live], shell: PodFolder, sent_whole: list[str]
 ) -> None:
-    tops: list[str] = []
-
-    def recorded(ops: list[Operation], **kwargs: int) -> list[NewTree]:
-        trees = newtrees.new_trees(ops, **kwargs)
-        tops.extend(tree.top.path for tree in trees)
-        return trees
-
-    monkeypatch.setattr(podwrite, "new_trees", recorded)
     live = start()
     made = live.local.parent / "made-elsewhere"
     for n in range(100):
@@ -59,7 +48,7 @@ def test_a_pod_edit_inside_a_folder_sent_whole_reaches_the_laptop(
         what="the folder in the pod",
         timeout=30,
     )
-    assert tops == ["pkg"]
+    assert sent_whole == ["pkg"]
     eventually(live.idle, what="the engine to settle", timeout=20)
     sh(shell, live, "printf 'edited in the pod' > pkg/sub/deep/f7.txt")
 

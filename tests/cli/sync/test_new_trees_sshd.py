@@ -28,29 +28,14 @@ from cli.sync.test_apply_sshd import (  # noqa: F401 - fixtures are found by nam
     shell,
     write,
 )
-from devspace.sync import newtrees, once, podwrite, tarstream
-from devspace.sync.newtrees import NewTree
-from devspace.sync.operations import Operation, SyncPlan
+from devspace.sync import once, tarstream
+from devspace.sync.operations import SyncPlan
 from devspace.sync.plan import PlanOptions, plan
 from devspace.sync.remote import PodFolder
 
 pytestmark = [pytest.mark.kube, pytest.mark.node, pytest.mark.timeout(120)]
 OPTIONS = PlanOptions(conflict_stamp="T")
 LEFTOVERS = "find . -name '.devspace-tmp-*'"
-
-
-@pytest.fixture
-def sent_whole(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The tops of the folders each pass chose to send whole (so a test can require one)."""
-    tops: list[str] = []
-
-    def recorded(ops: list[Operation], **kwargs: int) -> list[NewTree]:
-        trees = newtrees.new_trees(ops, **kwargs)
-        tops.extend(tree.top.path for tree in trees)
-        return trees
-
-    monkeypatch.setattr(podwrite, "new_trees", recorded)
-    return tops
 
 
 def make_project(pair: Pair) -> None:
