@@ -165,7 +165,7 @@ def _paths(records: list[bytes]) -> tuple[list[str], bool]:
         path = path.rstrip("/")
         if path == "" and not kinds & _ROOT_GONE:
             continue
-        if path == "" or relevant(path.rpartition("/")[2]):
+        if path == "" or relevant(path):
             paths.append(path)
     return paths, overflowed
 

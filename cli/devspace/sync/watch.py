@@ -213,10 +213,11 @@ class Changes:
         self.rescan("woken")
 
 
-def relevant(name: str) -> bool:
-    """Whether a change to a file called `name` matters (sync's own temporaries do not)."""
-    # Sync's own temporary files come and go with every transfer; the scan ignores them.
-    return not name.startswith(TEMPORARY_PREFIX)
+def relevant(path: str) -> bool:
+    """Whether a change at `path` matters: not to sync's own temporary files, nor to anything
+    in a new folder it is still filling under a temporary name (see `newtrees`)."""
+    # They come and go with every transfer, and the scan ignores them.
+    return not any(name.startswith(TEMPORARY_PREFIX) for name in path.split("/"))
 
 
 class _Handler(FileSystemEventHandler):
@@ -237,7 +238,7 @@ class _Handler(FileSystemEventHandler):
                 paths.append("")
             elif not relative.startswith(".."):
                 path = relative.replace(os.sep, "/")
-                if relevant(path.rpartition("/")[2]):
+                if relevant(path):
                     paths.append(path)
         if paths:
             self.changes.add(Side.LOCAL, paths, finished=event.event_type in _FINISHING)

@@ -80,6 +80,7 @@ def test_inotifywait_records_become_paths() -> None:
         b"CLOSE_WRITE,CLOSE ./src/app.py",
         b"ATTRIB,ISDIR ./src",  # a directory's own metadata: not synced
         b"CREATE ./.devspace-tmp-1234",  # sync's own temporary file
+        b"CREATE ./src/.devspace-tmp-5678/lib/a.py",  # in a new folder it is still filling
         b"MOVED_TO ./new\nline",
         b"ATTRIB,ISDIR ./",  # the root's metadata
         b"DELETE_SELF ./",  # the root itself went away
