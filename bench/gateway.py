@@ -20,6 +20,7 @@ from pathlib import Path
 # isort: off
 import bench.bed  # noqa: F401 - puts tests/ on the path, for the test bed's modules
 from bench.sync import CIPHER
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 
 from devspace.ssh import Connection, Hop, Identity, PinnedHostKey
@@ -86,6 +87,7 @@ def _server(
             "DEVSPACE_DATA_DIR": str(directory),
             "DEVSPACE_DATABASE_URL": url,
             "DEVSPACE_SECRET_KEY": secrets.token_urlsafe(48),
+            **fresh_host_key_encryption(),
             "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
             "DEVSPACE_SSH_CA_KEY_FILE": str(ca_key),
             "DEVSPACE_GATEWAY_SECRET": shared,

@@ -37,6 +37,7 @@ from typing import Any
 
 from cli.runner import log_in
 from flask import Flask
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 from reconcile.identity import grant_reconciler, revoke_reconciler
 from server.oauth_flows import bearer, make_token
@@ -136,6 +137,7 @@ class Stack:
                 "DEVSPACE_DATA_DIR": str(directory),
                 "DEVSPACE_DATABASE_URL": url,
                 "DEVSPACE_SECRET_KEY": _SECRET_KEY,
+                **fresh_host_key_encryption(),
                 "DEVSPACE_PUBLIC_URL": live.url,
                 "DEVSPACE_SSH_CA_KEY_FILE": str(ca_key),
                 "DEVSPACE_GATEWAY_SECRET": _GATEWAY_SECRET,

@@ -31,17 +31,13 @@ _CSP = (
 def create_app(config: Config) -> Flask:
     """A Flask app serving the devspace API and pages with `config`.
 
-    Raises `ConfigError` if `config` is unsafe (for example a missing or weak secret key),
-    even when it was built by hand rather than by `load_config()`. Does not connect to the
-    database: `/readyz` says whether it is reachable.
+    Raises `ConfigError` if `config` is unsafe (for example a missing or weak secret key, or
+    no host key encryption key), even when it was built by hand rather than by
+    `load_config()`. Does not connect to the database: `/readyz` says whether it is reachable.
     """
     check_safe(config)
     if config.ssh_ca is None:
         log.warning("no SSH CA key (DEVSPACE_SSH_CA_KEY_FILE): SSH certificates cannot be issued")
-    if config.host_key_sealer is None:
-        log.warning(
-            "no DEVSPACE_HOST_KEY_ENCRYPTION_KEYS: sidecar host keys are stored unencrypted"
-        )
     app = Flask("devspace_server")
     secure = config.cookie_secure
     app.config.update(

@@ -25,8 +25,8 @@ from devspace_server.auth.providers import UpstreamProvider, parse_providers
 from devspace_server.ca import CertificateAuthority
 from devspace_server.cluster_config import KEYS as CLUSTER_KEYS
 from devspace_server.cluster_config import ClusterConfig, parse_cluster
+from devspace_server.config_secrets import HOST_KEY_ENCRYPTION_UNSET, secret_problem
 from devspace_server.config_secrets import checked as _checked
-from devspace_server.config_secrets import secret_problem
 from devspace_server.errors import ConfigError
 from devspace_server.gateway_endpoint import KEYS as GATEWAY_KEYS
 from devspace_server.gateway_endpoint import GatewayEndpoint, parse_gateway
@@ -103,7 +103,8 @@ class Config:
     """Signs SSH certificates; None (and `/api/v1/ssh/` answers 503) without a CA key file."""
     ssh_cert_lifetime_seconds: int = 4 * 3600
     host_key_sealer: HostKeySealer | None = field(default=None, repr=False, compare=False)
-    """Seals the sidecars' host private keys in the database; None stores them as they are."""
+    """Seals the sidecars' host private keys in the database. Required: None only in a
+    reading with problems, and `create_app` refuses it (host keys are never stored plain)."""
     gateway_secret: str | None = field(default=None, repr=False)
     """Shared with the SSH gateway, which sends it to `/internal/gateway/principals`; None
     (and that endpoint answers 503) when unset."""
@@ -267,6 +268,8 @@ def check_safe(config: Config) -> None:
         _public_url(config.public_url)
     except ValueError as exc:
         problems.append(f"{PREFIX}PUBLIC_URL {exc}")
+    if config.host_key_sealer is None:
+        problems.append(HOST_KEY_ENCRYPTION_UNSET)
     if problems:
         raise ConfigError(problems)
 

@@ -1,9 +1,7 @@
 """`devspace-server check-config`: every problem with the configuration, and what it reaches.
 
 First every setting is read and checked as a starting server would (`config.read_config`),
-but all problems are collected instead of stopping at the first report. A missing host key
-encryption key is a problem here although the server starts without one (storing host keys
-as it always did): an installation that passes this check keeps them encrypted. Then what the
+but all problems are collected instead of stopping at the first report. Then what the
 settings point at is tried, each with a short timeout: the database (reachable; its
 migration is reported, not judged, since `migrate` may not have run yet) and each upstream
 sign-in provider (an OpenID Connect discovery document that answers and makes sense, a
@@ -36,14 +34,12 @@ from devspace_server import db
 from devspace_server.api import health
 from devspace_server.auth.providers import UpstreamProvider
 from devspace_server.config import read_config, setting
-from devspace_server.config_secrets import HOST_KEY_ENCRYPTION_KEYS
 from devspace_server.errors import ConfigError, DatabaseNotMigrated, DatabaseUnavailable
 from devspace_server.reconcile import access
 from devspace_server.reconcile.errors import ClusterError, kube_errors
 from devspace_server.reconcile.process import ReconcilerError, kube_client
 from devspace_server.reconcile.settings import (
     PUBLIC_KEYS_VARIABLE,
-    UNSEALED_WARNING,
     load_reconciler_config,
 )
 
@@ -70,9 +66,6 @@ def check(environ: Mapping[str, str] | None = None) -> Report:
         return report
     report.problems.extend(reading.problems)
     config = reading.config
-    keys = {HOST_KEY_ENCRYPTION_KEYS, f"{HOST_KEY_ENCRYPTION_KEYS}_file"}
-    if config.host_key_sealer is None and not keys & reading.failed:
-        report.problems.append(UNSEALED_WARNING)
     if not {"database_url", "data_dir"} & reading.failed:
         blame = "database_url" if setting(environ, "database_url") else "data_dir"
         _database(config.database_url, reading.name(blame), report)
@@ -94,8 +87,6 @@ def check_reconciler(
         report.problems.extend(exc.problems)
         return report
     report.notes.extend(config.warnings)
-    if config.host_key_sealer is None:
-        report.problems.append(UNSEALED_WARNING)
     if not config.ca_public_keys:
         report.problems.append(
             f"{PUBLIC_KEYS_VARIABLE} is not set: sidecars would trust no certificate and nobody "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from devspace_server.ca import CertificateAuthority, load_private_key, parse_trusted_keys
+from devspace_server.host_key_sealing import KEY_COMMAND as HOST_KEY_COMMAND
 from devspace_server.host_key_sealing import HostKeySealer, parse_keys
 
 PREFIX = "DEVSPACE_"
@@ -132,14 +133,28 @@ def ssh_ca(s: SettingsSource) -> CertificateAuthority | None:
 
 
 HOST_KEY_ENCRYPTION_KEYS = "host_key_encryption_keys"
+HOST_KEY_ENCRYPTION_MISSING = (
+    "is not set: the server will not store the sidecars' host private keys unencrypted in the "
+    "database, where a dump or a backup would give them away; set "
+    f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS_FILE to a file holding a key made with "
+    f"`{HOST_KEY_COMMAND}` (or {PREFIX}HOST_KEY_ENCRYPTION_KEYS to the key), the "
+    "same for the API server and the reconciler; `devspace-server serve` makes one in its data "
+    "directory and the Helm chart keeps one in a Secret"
+)
+"""What follows the setting's name when no key is set (a problem, as a missing secret key)."""
+HOST_KEY_ENCRYPTION_UNSET = f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS {HOST_KEY_ENCRYPTION_MISSING}"
+"""The whole problem, for a configuration that was built rather than read."""
 
 
 def host_key_sealer(s: SettingsSource) -> HostKeySealer | None:
     """What seals the sidecars' host private keys in the database, from
     `host_key_encryption_keys` or its `_file` (one key per line, the current first);
-    None if neither is set (the keys are then stored as they are: `check-config` says so)."""
+    None, with a problem recorded, if neither is set or the keys are bad."""
     blame, value = _direct_or_file(s, HOST_KEY_ENCRYPTION_KEYS)
-    if value is None or (not value and blame == HOST_KEY_ENCRYPTION_KEYS):
-        return None  # unreadable (reported), or not set at all
+    if value is None:
+        return None  # both set, or the file is unreadable: reported
+    if not value and blame == HOST_KEY_ENCRYPTION_KEYS:
+        s.problem(blame, HOST_KEY_ENCRYPTION_MISSING)
+        return None
     keys = checked(s, blame, parse_keys, value)
     return HostKeySealer(keys) if keys else None

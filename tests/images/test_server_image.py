@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from devspace_server.host_key_sealing import new_keys_file_content
 from testbed import imagerun, rootfs
 
 from .conftest import container, in_netns, secret_file, wait_for_port
@@ -33,6 +34,7 @@ def server(image: rootfs.Image, tmp: Path, name: str, **options: object) -> imag
     data.mkdir(exist_ok=True)
     os.chown(data, UID, UID)
     secret = secret_file(tmp / "server/secret-key", os.urandom(32).hex(), UID)
+    keys = secret_file(tmp / "host-key-encryption/keys", new_keys_file_content(), UID)
     return container(
         image,
         tmp,
@@ -42,10 +44,15 @@ def server(image: rootfs.Image, tmp: Path, name: str, **options: object) -> imag
         read_only_root=True,
         env={
             "DEVSPACE_SECRET_KEY_FILE": "/etc/devspace/server/secret-key",
+            "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS_FILE": "/etc/devspace/host-key-encryption/keys",
             "DEVSPACE_PUBLIC_URL": "https://devspace.example.test",
             "DEVSPACE_METRICS_TOKEN": METRICS_TOKEN,
         },
-        volumes=[(data, "/var/lib/devspace", False), (secret.parent, "/etc/devspace/server", True)],
+        volumes=[
+            (data, "/var/lib/devspace", False),
+            (secret.parent, "/etc/devspace/server", True),
+            (keys.parent, "/etc/devspace/host-key-encryption", True),
+        ],
         **options,  # type: ignore[arg-type]
     )
 

@@ -15,6 +15,10 @@
   public key and principal ``user-1``.
 - ``store``, ``reconciler``: a MemorySpaceStore and a Reconciler on ``reconciler_api``;
   every namespace the test's installation made is deleted afterwards.
+- ``app``: the devspace app of ``reconcile.spaceapp.space_app`` (a fresh SQLite database,
+  ``settings``, ``ssh_ca``, a fresh host key encryption key), for tests that run a reconciler
+  on its database; no Lease is left from another test, and every namespace the test's
+  installation made is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from flask import Flask
 from kubernetes import client, config
 
 from devspace_server.kube.meta import installation_selector
@@ -36,6 +41,7 @@ from devspace_server.reconcile.cluster import Cluster
 from devspace_server.reconcile.step import Reconciler
 from devspace_server.reconcile.store import MemorySpaceStore
 from reconcile.identity import grant_reconciler, revoke_reconciler, sidecar_settings
+from reconcile.spaceapp import forget_lease, space_app
 from testbed.cluster import ControlPlane, ExistingCluster
 
 
@@ -141,6 +147,25 @@ def reconciler(
     settings: ClusterSettings,
 ) -> Iterator[Reconciler]:
     yield Reconciler(Cluster(reconciler_api), store, settings)
+    delete_installation(kube, settings)
+
+
+@pytest.fixture
+def app(
+    tmp_path: Path,
+    settings: ClusterSettings,
+    ssh_ca: Path,
+    reconciler_namespace: str,
+    kube: client.ApiClient,
+) -> Iterator[Flask]:
+    forget_lease(kube, reconciler_namespace)
+    with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
+        yield app
+    delete_installation(kube, settings)
+
+
+def delete_installation(kube: client.ApiClient, settings: ClusterSettings) -> None:
+    """Delete every namespace of the installation `settings` (its spaces', not the Lease's)."""
     core = client.CoreV1Api(kube)
     for ns in core.list_namespace(label_selector=installation_selector(settings)).items:
         core.delete_namespace(ns.metadata.name)

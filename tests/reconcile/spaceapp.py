@@ -1,11 +1,13 @@
 """A devspace app on a fresh SQLite database, set up for reconciler tests, and API callers.
 
-Shared by the tests that drive spaces through the API while a real reconciler runs.
+Shared by the tests that drive spaces through the API while a real reconciler runs (in a
+thread, or as a `devspace-server reconcile` process: `reconciler_environment`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from host_key_encryption import VARIABLE, fresh_host_key_encryption
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from server.oauth_flows import bearer, make_token
@@ -21,6 +24,7 @@ from devspace_server import accounts, db
 from devspace_server.app import create_app
 from devspace_server.config import load_config
 from devspace_server.context import state
+from devspace_server.host_key_sealing import DATA_DIR_FILE_NAME
 from devspace_server.kube.spec import ClusterSettings
 from devspace_server.models import Role
 from devspace_server.reconcile.leader import LEASE_NAME
@@ -33,7 +37,8 @@ def space_app(
     directory: Path, settings: ClusterSettings, ssh_ca: Path, lease_namespace: str
 ) -> Iterator[Flask]:
     """The app, migrated, with the test's own installation settings (instance, prefix,
-    stand-in sidecar) as the other reconciler tests use; its engine is disposed on exit."""
+    stand-in sidecar) as the other reconciler tests use, and a fresh host key encryption key
+    file in `directory`; its engine is disposed on exit."""
     url = f"sqlite:///{directory / 'devspace.db'}"
     engine = db.make_engine(url)
     db.migrate(engine)
@@ -43,6 +48,7 @@ def space_app(
             "DEVSPACE_DATA_DIR": str(directory),
             "DEVSPACE_DATABASE_URL": url,
             "DEVSPACE_SECRET_KEY": SECRET,
+            **fresh_host_key_encryption(directory),
             "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
             "DEVSPACE_SSH_CA_KEY_FILE": str(ssh_ca),
             "DEVSPACE_LEASE_NAMESPACE": lease_namespace,
@@ -55,6 +61,25 @@ def space_app(
     yield app
     with app.app_context():
         state().engine.dispose()
+
+
+def reconciler_environment(
+    app: Flask, settings: ClusterSettings, lease_namespace: str
+) -> dict[str, str]:
+    """The environment of a `devspace-server reconcile` process for `app`: its database, the
+    test's installation, its host key encryption key file, and none of this process's other
+    `DEVSPACE_` settings. The CA's public keys are the caller's to add."""
+    with app.app_context():
+        config = state().config
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSPACE_")}
+    return env | {
+        "DEVSPACE_DATABASE_URL": config.database_url,
+        "DEVSPACE_CLUSTER_INSTANCE": settings.instance,
+        "DEVSPACE_NAMESPACE_PREFIX": settings.namespace_prefix,
+        "DEVSPACE_SIDECAR_IMAGE": settings.sidecar_image,
+        "DEVSPACE_LEASE_NAMESPACE": lease_namespace,
+        f"{VARIABLE}_FILE": str(config.data_dir / DATA_DIR_FILE_NAME),
+    }
 
 
 def caller(app: Flask, client_: FlaskClient, username: str, role: Role, scope: str) -> Any:

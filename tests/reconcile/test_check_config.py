@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 
-from devspace_server.host_key_sealing import new_keys_file_content
 from devspace_server.reconcile.access import REQUIRED
 from reconcile.chartfiles import load_documents
 from testbed.cluster import ControlPlane, ExistingCluster
@@ -40,7 +40,7 @@ def settings(tmp_path: Path, ssh_ca: Path, reconciler_namespace: str) -> dict[st
         "DEVSPACE_DATABASE_URL": f"sqlite:///{tmp_path}/devspace.db",
         "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
         "DEVSPACE_SSH_CA_PUBLIC_KEYS": ssh_ca.with_suffix(".pub").read_text(),
-        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": new_keys_file_content().decode(),
+        **fresh_host_key_encryption(),
     }
 
 
@@ -122,7 +122,8 @@ def test_a_missing_host_key_encryption_key_is_reported(
     result = check(settings, reconciler_kubeconfig)
     assert result.returncode == 1
     assert result.stdout.startswith("DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set: ")
-    assert "stored unencrypted in the database" in result.stdout
+    assert "will not store the sidecars' host private keys unencrypted" in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_what_is_checked_is_what_the_chart_grants() -> None:

@@ -4,7 +4,6 @@ test cluster; its `/metrics` counts the passes that worked and the one that fail
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import urllib.error
@@ -17,11 +16,10 @@ from flask import Flask
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from devspace_server.context import state
-from devspace_server.kube.meta import SPACE_ID, installation_selector, namespace_name
+from devspace_server.kube.meta import SPACE_ID, namespace_name
 from devspace_server.kube.spec import ClusterSettings
 from devspace_server.models import Role
-from reconcile.spaceapp import caller, space_app
+from reconcile.spaceapp import caller, reconciler_environment
 from testbed.eventually import eventually
 from testbed.process import free_port
 
@@ -29,21 +27,6 @@ pytestmark = [pytest.mark.kube]
 SERVER = Path(sys.executable).with_name("devspace-server")
 SPACE = {"image": "devspace.test/shell", "storage": "64Mi", "stopped": True}
 TOKEN = "metrics-token-for-the-test-0123456789"  # noqa: S105 - a test value
-
-
-@pytest.fixture
-def app(
-    tmp_path: Path,
-    settings: ClusterSettings,
-    ssh_ca: Path,
-    reconciler_namespace: str,
-    kube: client.ApiClient,
-) -> Iterator[Flask]:
-    with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
-        yield app
-    core = client.CoreV1Api(kube)
-    for ns in core.list_namespace(label_selector=installation_selector(settings)).items:
-        core.delete_namespace(ns.metadata.name)
 
 
 @pytest.fixture
@@ -55,15 +38,8 @@ def probes(
     reconciler_namespace: str,
 ) -> Iterator[str]:
     """`devspace-server reconcile --probes` running; yields the probes' base URL."""
-    with app.app_context():
-        database_url = state().config.database_url
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSPACE_")}
+    env = reconciler_environment(app, settings, reconciler_namespace)
     env |= {
-        "DEVSPACE_DATABASE_URL": database_url,
-        "DEVSPACE_CLUSTER_INSTANCE": settings.instance,
-        "DEVSPACE_NAMESPACE_PREFIX": settings.namespace_prefix,
-        "DEVSPACE_SIDECAR_IMAGE": settings.sidecar_image,
-        "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
         "DEVSPACE_SSH_CA_PUBLIC_KEYS": ssh_ca.with_suffix(".pub").read_text(),
         "DEVSPACE_METRICS_TOKEN": TOKEN,
     }

@@ -5,46 +5,23 @@ named but absent, so a reconciler that still loaded it could not start."""
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from kubernetes import client
 
-from devspace_server.context import state
-from devspace_server.kube.meta import installation_selector, namespace_name
+from devspace_server.kube.meta import namespace_name
 from devspace_server.kube.spec import CA_SECRET, ClusterSettings
 from devspace_server.models import Role
-from reconcile.spaceapp import caller, forget_lease, space_app
+from reconcile.spaceapp import caller, reconciler_environment
 
 pytestmark = [pytest.mark.kube]
 SERVER = Path(sys.executable).with_name("devspace-server")
 SPACE = {"image": "devspace.test/shell", "storage": "64Mi", "stopped": True}
-
-
-@pytest.fixture
-def app(
-    tmp_path: Path,
-    settings: ClusterSettings,
-    ssh_ca: Path,
-    reconciler_namespace: str,
-    kube: client.ApiClient,
-) -> Iterator[Flask]:
-    forget_lease(kube, reconciler_namespace)
-    with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
-        yield app
-    core = client.CoreV1Api(kube)
-    for ns in core.list_namespace(label_selector=installation_selector(settings)).items:
-        core.delete_namespace(ns.metadata.name)
-
-
-def database_url(app: Flask) -> str:
-    with app.app_context():
-        return state().config.database_url
 
 
 @pytest.fixture
@@ -55,13 +32,8 @@ def reconcile_once(
     public key given, with the CA's private key file named but absent."""
 
     def run(public_key: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSPACE_")}
+        env = reconciler_environment(app, settings, reconciler_namespace)
         env |= {
-            "DEVSPACE_DATABASE_URL": database_url(app),
-            "DEVSPACE_CLUSTER_INSTANCE": settings.instance,
-            "DEVSPACE_NAMESPACE_PREFIX": settings.namespace_prefix,
-            "DEVSPACE_SIDECAR_IMAGE": settings.sidecar_image,
-            "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
             "DEVSPACE_SSH_CA_PUBLIC_KEYS": public_key,
             # Named, and not there: loading it would fail.
             "DEVSPACE_SSH_CA_KEY_FILE": "/nonexistent/ssh_ca_key",
@@ -118,11 +90,8 @@ def test_the_private_key_alone_is_refused_in_one_line(
     reconciler_kubeconfig: Path,
     reconciler_namespace: str,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSPACE_")}
-    env |= {
-        "DEVSPACE_DATABASE_URL": database_url(app),
-        "DEVSPACE_SSH_CA_KEY_FILE": str(ssh_ca),
-    }
+    env = reconciler_environment(app, settings, reconciler_namespace)
+    env["DEVSPACE_SSH_CA_KEY_FILE"] = str(ssh_ca)
     argv = [str(SERVER), "reconcile", "--once", "--kubeconfig", str(reconciler_kubeconfig)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1

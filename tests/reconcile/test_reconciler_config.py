@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from host_key_encryption import fresh_host_key_encryption
 
 from devspace_server.errors import ConfigError
 from devspace_server.reconcile.settings import load_reconciler_config
@@ -17,6 +18,7 @@ def test_it_needs_no_secret_key_public_url_or_private_key(tmp_path: Path, ssh_ca
             "DEVSPACE_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
             "DEVSPACE_SSH_CA_PUBLIC_KEYS": public,
             "DEVSPACE_NAMESPACE_PREFIX": "team-",
+            **fresh_host_key_encryption(),
         }
     )
     assert [line.split()[:2] for line in config.ca_public_keys] == [public.split()[:2]]

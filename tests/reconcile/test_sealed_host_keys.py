@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,10 @@ from sqlalchemy import text
 from devspace_server.ca import fingerprint, new_host_key
 from devspace_server.context import state
 from devspace_server.host_key_sealing import HostKeySealer, key_id, new_keys_file_content
-from devspace_server.kube.meta import installation_selector
 from devspace_server.kube.secrets import HOST_KEY_FILE
 from devspace_server.kube.spec import HOST_KEY_SECRET, ClusterSettings
 from devspace_server.models import Role
-from reconcile.spaceapp import caller, forget_lease, space_app
+from reconcile.spaceapp import caller, reconciler_environment
 
 pytestmark = [pytest.mark.kube]
 SERVER = Path(sys.executable).with_name("devspace-server")
@@ -38,25 +36,13 @@ def _key(line: str) -> bytes:
 
 
 @pytest.fixture
-def app(
-    tmp_path: Path,
-    settings: ClusterSettings,
-    ssh_ca: Path,
-    reconciler_namespace: str,
-    kube: client.ApiClient,
-) -> Iterator[Flask]:
-    forget_lease(kube, reconciler_namespace)
-    with space_app(tmp_path, settings, ssh_ca, reconciler_namespace) as app:
-        with app.app_context():
-            # The API seals with the old key, as it did before the rotation.
-            found = state()
-            found.config = dataclasses.replace(
-                found.config, host_key_sealer=HostKeySealer([_key(OLD)])
-            )
-        yield app
-    core = client.CoreV1Api(kube)
-    for ns in core.list_namespace(label_selector=installation_selector(settings)).items:
-        core.delete_namespace(ns.metadata.name)
+def app(app: Flask) -> Flask:
+    """The reconcile tests' app (conftest.py), whose API seals with the old key, as it did
+    before the rotation."""
+    with app.app_context():
+        found = state()
+        found.config = dataclasses.replace(found.config, host_key_sealer=HostKeySealer([_key(OLD)]))
+    return app
 
 
 def _column(app: Flask, space_id: str, value: str | None = None) -> str:
@@ -83,14 +69,9 @@ def reconcile_once(
 ) -> Callable[[], subprocess.CompletedProcess[str]]:
     """Runs `devspace-server reconcile --once` mid-rotation: the new key first, the old one
     still there to open older rows."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSPACE_")}
-    with app.app_context():
-        env["DEVSPACE_DATABASE_URL"] = state().config.database_url
+    env = reconciler_environment(app, settings, reconciler_namespace)
+    del env["DEVSPACE_HOST_KEY_ENCRYPTION_KEYS_FILE"]  # the app's own key: not this rotation's
     env |= {
-        "DEVSPACE_CLUSTER_INSTANCE": settings.instance,
-        "DEVSPACE_NAMESPACE_PREFIX": settings.namespace_prefix,
-        "DEVSPACE_SIDECAR_IMAGE": settings.sidecar_image,
-        "DEVSPACE_LEASE_NAMESPACE": reconciler_namespace,
         "DEVSPACE_SSH_CA_PUBLIC_KEYS": ssh_ca.with_suffix(".pub").read_text(),
         "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": f"{NEW}\n{OLD}\n",
     }

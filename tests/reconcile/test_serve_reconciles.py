@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 
 from devspace_server import accounts, db
@@ -155,6 +156,7 @@ def test_reconcile_without_a_cluster_says_so_in_one_line(tmp_path: Path) -> None
         DEVSPACE_SECRET_KEY=TEST_SECRET,
         DEVSPACE_PUBLIC_URL="http://localhost:8080",
         DEVSPACE_KUBECONFIG=str(tmp_path / "missing"),
+        **fresh_host_key_encryption(),
     )
     result = subprocess.run(
         [str(SERVER), "reconcile"], env=env, capture_output=True, text=True, timeout=60, check=False

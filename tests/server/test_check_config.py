@@ -62,6 +62,15 @@ def test_a_missing_secret_is_reported(with_oidc: dict[str, str]) -> None:
     assert line.startswith("DEVSPACE_SECRET_KEY is not set")
 
 
+def test_a_missing_host_key_encryption_key_is_reported(with_oidc: dict[str, str]) -> None:
+    del with_oidc["DEVSPACE_HOST_KEY_ENCRYPTION_KEYS"]
+    result = check_config(with_oidc)
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set: ")
+    assert "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS_FILE" in line
+
+
 def test_a_malformed_database_url_is_reported(with_oidc: dict[str, str]) -> None:
     with_oidc["DEVSPACE_DATABASE_URL"] = "postgres//devspace@db"
     result = check_config(with_oidc)

@@ -9,8 +9,11 @@ from devspace_server.errors import ConfigError
 from devspace_server.kube.spec import ClusterSettings
 from devspace_server.quotas import QuotaValues
 
+from .conftest import HOST_KEY_ENCRYPTION_KEY
+
 BASE = {
     "DEVSPACE_SECRET_KEY": "test-secret-0123456789-abcdefghijklmnop",
+    "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": HOST_KEY_ENCRYPTION_KEY,
     "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
     "DEVSPACE_DATA_DIR": "/tmp/devspace-config-test",
 }

@@ -15,7 +15,7 @@ from devspace_server.app import create_app
 from devspace_server.config import Config, load_config, load_database_url
 from devspace_server.errors import ConfigError
 
-from .conftest import SECRET
+from .conftest import HOST_KEY_ENCRYPTION_KEY, SECRET
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         "DEVSPACE_DATA_DIR": str(tmp_path),
         "DEVSPACE_SECRET_KEY": SECRET,
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": HOST_KEY_ENCRYPTION_KEY,
         "DEVSPACE_PUBLIC_URL": "https://devspace.example.com",
     }
 

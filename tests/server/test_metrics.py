@@ -33,7 +33,7 @@ from devspace_server.reconcile.errors import ClusterError
 from testbed.process import Process, free_port, wait_until
 
 from .browser import sign_in
-from .conftest import IDP_PASSWORD, NAME, PASSWORD, SECRET, TITLE, Serve
+from .conftest import HOST_KEY_ENCRYPTION_KEY, IDP_PASSWORD, NAME, PASSWORD, SECRET, TITLE, Serve
 from .oauth_flows import bearer, make_token
 from .spaces.helpers import new_space
 from .test_ssh_certificates import openssh_public, write_private
@@ -325,6 +325,7 @@ def test_gunicorn_with_the_packaged_settings_adds_up_its_workers_and_logs_json(
         "HOME": str(tmp_path),
         "DEVSPACE_DATA_DIR": str(tmp_path / "data"),
         "DEVSPACE_SECRET_KEY": SECRET,
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": HOST_KEY_ENCRYPTION_KEY,
         "DEVSPACE_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "DEVSPACE_METRICS_TOKEN": METRICS_TOKEN,
         metrics.MULTIPROC_ENV: str(directory),

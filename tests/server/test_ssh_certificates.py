@@ -28,6 +28,7 @@ from devspace_server.errors import ConfigError
 from devspace_server.models import AuditEvent, User
 from devspace_server.serve import Bind, serve_config
 
+from .conftest import HOST_KEY_ENCRYPTION_KEY
 from .oauth_flows import bearer, make_token
 
 URL = "/api/v1/ssh/certificates"
@@ -333,6 +334,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         "DEVSPACE_DATA_DIR": str(tmp_path),
         "DEVSPACE_SECRET_KEY": "test-secret-0123456789-abcdefghijklmnop",
+        "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS": HOST_KEY_ENCRYPTION_KEY,
         "DEVSPACE_PUBLIC_URL": "https://devspace.example.com",
     }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from host_key_encryption import fresh_host_key_encryption
 
 from devspace_server import accounts, ca, db
 from devspace_server.app import create_app
@@ -95,6 +96,7 @@ def server(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
             "DEVSPACE_DATA_DIR": str(directory),
             "DEVSPACE_DATABASE_URL": url,
             "DEVSPACE_SECRET_KEY": SECRET,
+            **fresh_host_key_encryption(),
             "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
             "DEVSPACE_SSH_CA_KEY_FILE": str(ca_key),
             # Rotation: the ssh-keygen CA is the one this server's CA replaced.

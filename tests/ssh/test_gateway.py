@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 
 from devspace_server import db
@@ -77,6 +78,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, test_node: TestNode) -> Itera
             "DEVSPACE_DATA_DIR": str(directory),
             "DEVSPACE_DATABASE_URL": url,
             "DEVSPACE_SECRET_KEY": SECRET_KEY,
+            **fresh_host_key_encryption(),
             "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
             "DEVSPACE_SSH_CA_KEY_FILE": str(ca_key),
             "DEVSPACE_GATEWAY_SECRET": GATEWAY_SECRET,

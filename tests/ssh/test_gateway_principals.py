@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
+from host_key_encryption import fresh_host_key_encryption
 from werkzeug.test import TestResponse
 
 from devspace_server import accounts, db
@@ -44,6 +45,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "DEVSPACE_DATA_DIR": str(tmp_path),
         "DEVSPACE_DATABASE_URL": f"sqlite:///{tmp_path / 'devspace.db'}",
         "DEVSPACE_SECRET_KEY": SECRET_KEY,
+        **fresh_host_key_encryption(),
         "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
         "DEVSPACE_GATEWAY_SECRET": GATEWAY_SECRET,
     }

@@ -221,11 +221,10 @@ def create_space(body: NewSpace) -> SpaceInfo:
     host_key = ca.new_host_key()
     space_id = new_space_id()
     sealer = context.config().host_key_sealer
-    # Sealed for this space id alone; stored as it is only where no key is configured
-    # (check-config and the reconciler's log say so).
-    stored_key = (
-        sealer.seal(space_id, host_key.private_openssh) if sealer else host_key.private_openssh
-    )
+    if sealer is None:  # `create_app` refuses such a configuration: never store a key plain
+        raise RuntimeError("no host key encryption key configured")
+    # Sealed for this space id alone: it opens for no other row.
+    stored_key = sealer.seal(space_id, host_key.private_openssh)
     space = Space(
         id=space_id,
         owner_id=who.user.id,

@@ -10,8 +10,8 @@ after it stamped `desired_at`).
 
 Host private keys are stored sealed (`host_key_sealing.py`) and opened here, the one place
 that needs them in the clear. Each full resync also re-seals, with the current key, every row
-that is plain (written before encryption, or by an API server without a key) or sealed with
-an older key: that is how existing rows get encrypted and how a key rotation completes,
+that is plain (written before encryption, by a version that ran without a key) or sealed
+with an older key: that is how existing rows get encrypted and how a key rotation completes,
 without a migration that would need the key (`migrate` runs with the database URL alone).
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devspace_server import quotas
-from devspace_server.host_key_sealing import HostKeySealer, UnsealError, is_sealed
+from devspace_server.host_key_sealing import HostKeySealer, UnsealError
 from devspace_server.kube.spec import Port, Resources, SpaceSpec
 from devspace_server.models import REASON_MAX, Quota, QuotaDefaults, Space, utcnow
 from devspace_server.reconcile.errors import HostKeyUnreadable
@@ -49,7 +49,7 @@ class DatabaseSpaceStore:
     `configured_quota` is the configuration's quota defaults; `ca_public_keys` returns the
     SSH CA public keys every sidecar must trust (asked on each read, so a rotation made in
     the configuration reaches the spaces at the next reconcile). `host_key_sealer` opens
-    the sealed host keys and re-seals the others; without one only plain keys can be read.
+    the sealed host keys and re-seals the others (there is no store without one).
     Thread-safe: every call uses its own session.
     """
 
@@ -59,7 +59,7 @@ class DatabaseSpaceStore:
         *,
         configured_quota: quotas.QuotaValues,
         ca_public_keys: CaKeys,
-        host_key_sealer: HostKeySealer | None = None,
+        host_key_sealer: HostKeySealer,
     ) -> None:
         self.sessions = sessions
         self.configured_quota = configured_quota
@@ -112,18 +112,10 @@ class DatabaseSpaceStore:
 
         Raises `HostKeyUnreadable` saying which space and what to do if it cannot be opened.
         """
-        if self.host_key_sealer is not None:
-            try:
-                return self.host_key_sealer.open(space_id, stored)
-            except UnsealError as error:
-                raise HostKeyUnreadable(f"space {space_id} cannot be reconciled: {error}") from None
-        if is_sealed(stored):
-            raise HostKeyUnreadable(
-                f"space {space_id} cannot be reconciled: its host key is encrypted but "
-                "DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set: give the reconciler the keys "
-                "the API server has"
-            )
-        return stored
+        try:
+            return self.host_key_sealer.open(space_id, stored)
+        except UnsealError as error:
+            raise HostKeyUnreadable(f"space {space_id} cannot be reconciled: {error}") from None
 
     def _host_key_or_empty(self, space: Space) -> str:
         try:
@@ -140,8 +132,6 @@ class DatabaseSpaceStore:
         concurrent writer can never lose a key to a race.
         """
         sealer = self.host_key_sealer
-        if sealer is None:
-            return 0
         done = 0
         with self.sessions() as db:
             stale = db.execute(

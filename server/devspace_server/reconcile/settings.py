@@ -12,7 +12,8 @@ keys that open the sidecars' host keys sealed in the database (`host_key_sealing
 
 It never reads the secret key, the public URL or `SSH_CA_KEY_FILE`. Given the CA key file but
 not the public keys it refuses to start rather than run sidecars that trust nobody, and says
-how to get the public keys (`ssh-keygen -y -f KEY`).
+how to get the public keys (`ssh-keygen -y -f KEY`). Without the host key encryption keys it
+refuses to start too: it could neither open the sealed host keys nor seal the plain ones.
 """
 
 from __future__ import annotations
@@ -25,19 +26,13 @@ from dataclasses import dataclass, field
 from devspace_server.ca import parse_trusted_keys
 from devspace_server.cluster_config import ClusterConfig, parse_cluster
 from devspace_server.config import LOG_LEVELS, PREFIX, Config, load_database_url, setting
-from devspace_server.config_secrets import host_key_sealer, shared_secret
+from devspace_server.config_secrets import HOST_KEY_ENCRYPTION_UNSET, host_key_sealer, shared_secret
 from devspace_server.errors import ConfigError
 from devspace_server.host_key_sealing import HostKeySealer
 
 log = logging.getLogger(__name__)
 PUBLIC_KEYS = "ssh_ca_public_keys"
 PUBLIC_KEYS_VARIABLE = f"{PREFIX}{PUBLIC_KEYS.upper()}"
-UNSEALED_WARNING = (
-    f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS is not set: the sidecars' host private keys are stored "
-    "unencrypted in the database, where a dump or backup gives them away; set "
-    f"{PREFIX}HOST_KEY_ENCRYPTION_KEYS_FILE to a file of keys (`devspace-server serve` and the "
-    "Helm chart make one)"
-)
 
 
 @dataclass(frozen=True)
@@ -54,12 +49,18 @@ class ReconcilerConfig:
     """The Bearer token the probes' `/metrics` asks for; None turns `/metrics` off."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """What is allowed but unwise, for the process to log once logging is set up."""
-    host_key_sealer: HostKeySealer | None = field(default=None, repr=False, compare=False)
-    """Opens (and re-seals) the host keys in the database; None reads them only if plain."""
+    host_key_sealer: HostKeySealer = field(repr=False, compare=False, kw_only=True)
+    """Opens the host keys in the database, and seals those still plain (from before
+    encryption) or sealed with an older key."""
 
     @classmethod
     def from_server_config(cls, config: Config) -> ReconcilerConfig:
-        """The reconciler's part of a full server configuration (public keys only)."""
+        """The reconciler's part of a full server configuration (public keys only).
+
+        Raises `ConfigError` if it has no host key encryption key (as `create_app` does).
+        """
+        if config.host_key_sealer is None:
+            raise ConfigError([HOST_KEY_ENCRYPTION_UNSET])
         keys = config.ssh_ca.trusted_public_keys if config.ssh_ca is not None else ()
         return cls(
             config.database_url,
@@ -119,10 +120,16 @@ def load_reconciler_config(environ: Mapping[str, str] | None = None) -> Reconcil
         )
     metrics_token = shared_secret(source, "metrics_token", secret_key="")
     sealer = host_key_sealer(source)
-    if problems:
+    if problems or sealer is None:  # None comes with a problem
         raise ConfigError(problems)
     return ReconcilerConfig(
-        database_url, cluster, keys, log_level, metrics_token, tuple(warnings), sealer
+        database_url,
+        cluster,
+        keys,
+        log_level,
+        metrics_token,
+        tuple(warnings),
+        host_key_sealer=sealer,
     )
 
 
@@ -147,7 +154,5 @@ def log_warnings(config: ReconcilerConfig) -> None:
     """Log what is unwise about `config` (once logging is configured)."""
     for warning in config.warnings:
         log.warning("%s", warning)
-    if config.host_key_sealer is None:
-        log.warning("%s", UNSEALED_WARNING)
     if not config.ca_public_keys:
         log.warning("no SSH CA public keys: sidecars will trust no certificate, nobody can log in")

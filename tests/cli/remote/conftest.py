@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from host_key_encryption import fresh_host_key_encryption
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from server.oauth_flows import make_token
@@ -165,6 +166,7 @@ def _server_settings(directory: Path) -> dict[str, str]:
         "DEVSPACE_DATA_DIR": str(directory),
         "DEVSPACE_DATABASE_URL": url,
         "DEVSPACE_SECRET_KEY": SECRET_KEY,
+        **fresh_host_key_encryption(),
         "DEVSPACE_PUBLIC_URL": "http://localhost:8080",
         "DEVSPACE_SSH_CA_KEY_FILE": str(keygen(directory / "ca")),
         "DEVSPACE_GATEWAY_SECRET": GATEWAY_SECRET,

@@ -52,7 +52,7 @@ def configured_keys(app: Flask) -> HostKeySealer:
     return sealer
 
 
-def store_with(app: Flask, sealer: HostKeySealer | None) -> DatabaseSpaceStore:
+def store_with(app: Flask, sealer: HostKeySealer) -> DatabaseSpaceStore:
     with app.app_context():
         sessions = state().sessions
     return DatabaseSpaceStore(
@@ -137,13 +137,13 @@ def test_plain_rows_from_before_are_read_and_sealed_lazily_deleted_ones_too(
     write_column(app, live["id"], plain.private_openssh)
     write_column(app, gone, new_host_key().private_openssh)
 
-    # A reconciler without a key reads plain rows, and cannot open sealed ones.
-    keyless = store_with(app, None)
-    spec = keyless.desired_space(live["id"])
+    # A plain row is read as it is until the resync seals it.
+    store = store_with(app, configured_keys(app))
+    spec = store.desired_space(live["id"])
     assert spec is not None
     assert spec.host_private_key == plain.private_openssh
+    assert raw_column(app, live["id"]) == plain.private_openssh
 
-    store = store_with(app, configured_keys(app))
     assert store.reseal_host_keys() == 2
     for space_id in (live["id"], gone):
         assert raw_column(app, space_id).startswith("sealed:v1:")
@@ -151,5 +151,3 @@ def test_plain_rows_from_before_are_read_and_sealed_lazily_deleted_ones_too(
     spec = store.desired_space(live["id"])
     assert spec is not None
     assert spec.host_private_key == plain.private_openssh
-    with pytest.raises(HostKeyUnreadable, match="DEVSPACE_HOST_KEY_ENCRYPTION_KEYS is not set"):
-        keyless.desired_space(live["id"])
