@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,100 @@ def test_pods_reach_a_service_by_name_and_every_ready_endpoint_serves(
     assert all(count >= 1 for count in served), served
     # A Service without endpoints refuses at once (kube-proxy's reject), not after a timeout.
     assert fetch("http://nobody/") == ["ConnectionRefusedError"]
+
+
+def test_node_ports_lead_to_ready_endpoints_on_the_node_and_localhost() -> None:
+    web = service("a", "web", "10.96.5.5", {"name": "http", "port": 80, "nodePort": 30080})
+    web["spec"]["type"] = "NodePort"
+    balanced = service("a", "ssh", "10.96.5.6", {"port": 22, "nodePort": 30022})
+    balanced["spec"]["type"] = "LoadBalancer"
+    balanced["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}, {"ip": "::1"}]}}
+    empty = service("a", "empty", "10.96.5.7", {"port": 53, "protocol": "UDP", "nodePort": 30053})
+    empty["spec"]["type"] = "NodePort"
+    inside = service("a", "inside", "10.96.5.8", {"port": 80})
+    services = {"1": web, "2": balanced, "3": empty, "4": inside}
+    slices = {
+        "1": endpoint_slice("a", "web", {"10.213.1.5": True}, {"name": "http", "port": 8080}),
+        "2": endpoint_slice("a", "ssh", {"10.213.1.6": True, "10.213.1.7": True}, {"port": 2222}),
+    }
+    script = Services("10.213.1.1", None, services, slices, bridge="ds1-br").node_port_script()
+    on_node = "ip daddr { 10.213.1.1, 127.0.0.1 }"
+    assert f"{on_node} tcp dport 30080 dnat to 10.213.1.5:8080" in script
+    assert f"{on_node} tcp dport 30022 numgen random mod 2 vmap" in script
+    # Its load balancer's address, on the Service's own port (IPv6 is not done).
+    assert "ip daddr { 198.51.100.7 } tcp dport 22 numgen random mod 2 vmap" in script
+    assert "::1" not in script
+    assert f"{on_node} udp dport 30053 reject with icmp type port-unreachable" in script
+    assert "10.96.5.8" not in script  # ClusterIP only: no node port
+    assert 'oifname "ds1-br" ct status dnat masquerade' in script
+    checked = subprocess.run(
+        ["unshare", "--net", "nft", "--check", "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr + script
+
+
+def _get(url: str) -> int | str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - test bed
+            return int(response.status)
+    except OSError as error:
+        return type(getattr(error, "reason", error)).__name__
+
+
+@pytest.mark.kube
+@pytest.mark.node
+def test_this_machine_reaches_a_node_port_and_a_load_balancer_address(
+    kube: client.ApiClient, namespace: str, test_node: TestNode
+) -> None:
+    core = client.CoreV1Api(kube)
+    eventually(
+        lambda: core.read_namespaced_service_account("default", namespace),
+        what="the default ServiceAccount",
+        ignore=(ApiException,),
+    )
+    backend = {
+        "name": "web",
+        "image": "devspace.test/http-server",
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+    core.create_namespaced_pod(namespace, _pod("web", {"app": "web"}, backend))
+    made = core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "type": "NodePort",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        },
+    )
+    node_port = made.spec.ports[0].node_port
+    # The address a client outside the cluster would be told: the Node's InternalIP.
+    node = core.read_node(test_node.name)
+    (address,) = [a.address for a in node.status.addresses if a.type == "InternalIP"]
+    assert address == test_node.gateway
+    for host in (address, "127.0.0.1"):
+        url = f"http://{host}:{node_port}/"
+        eventually(lambda url=url: _get(url) == 200, what=f"the node port at {url}", timeout=60)
+    # As a LoadBalancer, given an address in its status (as a cloud's controller would), it
+    # serves there on its own port too.
+    balancer = f"198.51.100.{random.randrange(1, 255)}"  # noqa: S311 - not a secret
+    core.patch_namespaced_service("web", namespace, {"spec": {"type": "LoadBalancer"}})
+    core.patch_namespaced_service_status(
+        "web", namespace, {"status": {"loadBalancer": {"ingress": [{"ip": balancer}]}}}
+    )
+    url = f"http://{balancer}:80/"
+    eventually(lambda: _get(url) == 200, what=f"the load balancer at {url}", timeout=60)
+    # Without ready endpoints it is refused at once, as kube-proxy does.
+    core.delete_namespaced_pod("web", namespace, grace_period_seconds=0)
+    eventually(
+        lambda: _get(f"http://127.0.0.1:{node_port}/") == "ConnectionRefusedError",
+        what="the node port refusing",
+        timeout=60,
+    )

@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from devspace_server import __version__, accounts, config_check, db, logs
 from devspace_server import serve as embedded
 from devspace_server.config import load_database_url, setting
-from devspace_server.errors import DatabaseUnavailable, DevspaceError, ValidationFailed
-from devspace_server.models import Role
+from devspace_server.errors import Conflict, DatabaseUnavailable, DevspaceError, ValidationFailed
+from devspace_server.models import Role, User
 from devspace_server.reconcile import process as reconciler
 from devspace_server.reconcile.settings import load_reconciler_config
 from devspace_server.serve import Bind
@@ -213,20 +216,49 @@ def check_config(reconciler: bool, kubeconfig: str | None) -> None:
 @cli.command("create-admin")
 @click.option("--username", required=True, help="Lower-case letters, digits, '.', '_', '-'.")
 @click.option("--email", default=None, help="The admin's email address (not verified).")
-def create_admin(username: str, email: str | None) -> None:
-    """Create an admin with a local password, read from a prompt or from stdin.
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the password from this file's first line (a mounted Secret).",
+)
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="If the username is taken already, leave that account as it is and exit 0.",
+)
+def create_admin(
+    username: str, email: str | None, password_file: Path | None, if_missing: bool
+) -> None:
+    """Create an admin with a local password, read from a prompt, stdin or --password-file.
 
-    The password never goes on the command line, where other users could see it.
+    The password never goes on the command line, where other users could see it. With
+    --if-missing the command can run on every start of a pod (the chart's bootstrapAdmin):
+    an existing account, however it was made, keeps its password and role.
     """
     engine = db.make_engine(load_database_url())
     try:
         db.require_current_schema(engine)
-        password = _read_password()
         with db.make_sessionmaker(engine)() as session:
-            user = accounts.create_user(
-                session, username=username, email=email, role=Role.ADMIN, password=password
-            )
-            session.commit()
+            if if_missing and (found := _existing(session, username)) is not None:
+                _left_as_it_is(found)
+                return
+            password = _read_password(password_file)
+            try:
+                user = accounts.create_user(
+                    session, username=username, email=email, role=Role.ADMIN, password=password
+                )
+                session.commit()
+            except Conflict:
+                # Another replica's init container made it between our look and our insert.
+                if not if_missing:
+                    raise
+                session.rollback()
+                found = _existing(session, username)
+                if found is None:
+                    raise
+                _left_as_it_is(found)
+                return
     except OperationalError as exc:
         raise DatabaseUnavailable(f"the database failed: {str(exc.orig)[:300]}") from exc
     finally:
@@ -235,7 +267,26 @@ def create_admin(username: str, email: str | None) -> None:
     click.echo(f"created admin {user.username!r} (id {user.id})", err=True)
 
 
-def _read_password() -> str:
+def _existing(session: Session, username: str) -> User | None:
+    found: User | None = session.scalars(select(User).where(User.username == username)).first()
+    return found
+
+
+def _left_as_it_is(user: User) -> None:
+    kind = "admin" if user.role == Role.ADMIN else f"user (role {user.role.value}, not admin)"
+    click.echo(user.id)
+    click.echo(f"{kind} {user.username!r} (id {user.id}) exists already: left as it is", err=True)
+
+
+def _read_password(path: Path | None) -> str:
+    if path is not None:
+        try:
+            line = path.read_text().split("\n", 1)[0].rstrip("\r")
+        except OSError as exc:
+            raise click.UsageError(f"cannot read the password file {path}: {exc.strerror}") from exc
+        if not line:
+            raise click.UsageError(f"the password file {path} is empty")
+        return line
     if sys.stdin.isatty():
         entered: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         return entered

@@ -3,7 +3,12 @@ password and says clearly why it cannot."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
@@ -22,6 +27,8 @@ from devspace_server.main import cli
 from devspace_server.models import Role, User
 
 from .conftest import PASSWORD
+
+SERVER = Path(sys.executable).with_name("devspace-server")
 
 
 def test_passwords_are_hashed_with_argon2id_and_a_fresh_salt() -> None:
@@ -139,3 +146,90 @@ def test_an_unreachable_database_is_one_clear_line(unreachable_sqlite_url: str) 
         assert result.exit_code == 1
         assert result.output.startswith(says)
         assert result.output.count("\n") == 1
+
+
+def test_create_admin_reads_the_password_from_a_file(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")  # as a mounted Secret made by hand often is
+    result = create_admin(database_url, "--username", "root", "--password-file", str(secret))
+    assert result.exit_code == 0, result.output
+    with Session(engine) as session:
+        user = session.scalars(select(User)).one()
+    assert verify_password(user.password_hash, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "cannot read the password file"), ("", "is empty"), ("\n", "is empty")],
+)
+def test_an_unusable_password_file_is_one_line(
+    database_url: str, tmp_path: Path, content: str | None, says: str
+) -> None:
+    secret = tmp_path / "password"
+    if content is not None:
+        secret.write_text(content)
+    result = create_admin(database_url, "--username", "root", "--password-file", str(secret))
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Traceback" not in result.output
+
+
+def test_if_missing_leaves_an_existing_account_as_it_is(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    first = create_admin(database_url, "--username", "root")
+    assert first.exit_code == 0, first.output
+    other = tmp_path / "password"
+    other.write_text("another long passphrase 42")
+    again = create_admin(
+        database_url, "--username", "root", "--password-file", str(other), "--if-missing"
+    )
+    assert again.exit_code == 0, again.output
+    assert again.stdout.strip() == first.stdout.strip()  # the same account's id
+    assert f"admin 'root' (id {first.stdout.strip()}) exists already" in again.stderr
+    with Session(engine) as session:
+        user = session.scalars(select(User)).one()
+    assert verify_password(user.password_hash, PASSWORD)  # not the file's
+
+
+def test_if_missing_names_a_non_admin_account_that_holds_the_name(
+    database_url: str, make_user: Any
+) -> None:
+    make_user("root", role=Role.USER)
+    result = create_admin(database_url, "--username", "root", "--if-missing", stdin="")
+    assert result.exit_code == 0, result.output
+    assert "user (role user, not admin) 'root'" in result.stderr
+
+
+def test_replicas_racing_on_the_name_all_end_well(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """The chart runs `create-admin --if-missing` in every API pod as it starts; several
+    replicas at once race on the unique username, and every loser must say "exists"."""
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD)
+    argv = [
+        str(SERVER),
+        "create-admin",
+        "--username",
+        "root",
+        "--password-file",
+        str(secret),
+        "--if-missing",
+    ]
+    env = {**os.environ, "DEVSPACE_DATABASE_URL": database_url}
+    env.pop("DEVSPACE_CONFIG_FILE", None)
+    racers = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [(racer.wait(60), *racer.communicate()) for racer in racers]
+    for code, _, stderr in results:
+        assert code == 0, stderr
+        assert "Traceback" not in stderr
+    assert sum("created admin 'root'" in stderr for _, _, stderr in results) == 1
+    assert len({stdout.strip() for _, stdout, _ in results}) == 1
+    with Session(engine) as session:
+        assert len(session.scalars(select(User)).all()) == 1

@@ -24,6 +24,7 @@ from testbed import netns
 from testbed.apiservice import ApiService
 from testbed.firewall import Firewall
 from testbed.kubeapi import ApiError, KubeClient, Object, now, now_micro
+from testbed.netns import NetworkError
 from testbed.pods import NodeContext, PodWorker
 from testbed.services import Services
 from testbed.storage import Provisioner
@@ -78,7 +79,9 @@ class Agent:
         self._register()
         gateway = str(self.bridge.gateway)
         self.node.api_service = relay = ApiService.start(self.api, gateway)
-        self.node.services = Services(gateway, relay, self.services, self.slices)
+        self.node.services = Services(
+            gateway, relay, self.services, self.slices, bridge=self.bridge.name
+        )
         self.provisioner.install()
         for path, kind in (
             ("/api/v1/pods", "pod"),
@@ -114,6 +117,9 @@ class Agent:
             self._receive(timeout=0.1)
             self._sync()
         self._shutdown()
+        if self.node.services is not None:
+            with contextlib.suppress(NetworkError):
+                self.node.services.close()
         if self.node.api_service is not None:
             self.node.api_service.stop()
 

@@ -319,7 +319,10 @@ class _Root:
             Path(f"{dev}/{name}").touch()
             mount(f"/dev/{name}", f"{dev}/{name}", None, MS_BIND)
         os.mkdir(f"{dev}/pts")
-        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666")
+        # containerd's options: a terminal belongs to group tty (5) at 0620 from the start, so
+        # a non-root sshd (the sidecar) need not chown it, which it could not do.
+        options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, options)
         os.mkdir(f"{dev}/shm")
         mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
         links = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0"}

@@ -18,7 +18,8 @@ this agent plays both for one Node against the test bed's control plane (testbed
 - it plays kube-proxy in each pod's network namespace (testbed.services): ClusterIP
   Services lead to their ready endpoints, and `kubernetes` to the API server through a relay
   (testbed.apiservice), whose variables every container gets, so in-cluster clients work;
-  containers of built images find every Service by name in their /etc/hosts;
+  containers of built images find every Service by name in their /etc/hosts; node ports
+  are served to this machine on the node's address and on 127.0.0.1;
 - it provisions PersistentVolumeClaims as host directories (testbed.storage);
 - it enforces NetworkPolicy (networking.k8s.io/v1) with nftables in each pod's network
   namespace, as a CNI plugin would (testbed.firewall, rules from testbed.netpolicy): pod and
@@ -35,9 +36,10 @@ this agent plays both for one Node against the test bed's control plane (testbed
 
 It does not do: pulled images (a test image's container sees the host's files, but its own
 /tmp and /run), resource limits or cgroups, seccomp/AppArmor/capabilities beyond the uid and
-no_new_privs, NodePort/LoadBalancer Services, a DNS server, the kubelet API (`kubectl logs/exec/
-port-forward`: TestNode.log and TestNode.exec serve tests instead), ephemeral containers,
-lifecycle hooks, grpc probes, Events. Probe periods are capped at a second.
+no_new_privs, node ports from pods or other machines, LoadBalancer addresses, a DNS server,
+the kubelet API (`kubectl logs/exec/port-forward`: TestNode.log and TestNode.exec serve tests
+instead), ephemeral containers, lifecycle hooks, grpc probes, Events. Probe periods are
+capped at a second.
 
 `TestNode.start()` runs the agent as its own process (`python -m testbed.node`), so that a
 hung agent cannot hang pytest; the agent's pods die with it, and the next agent removes the

@@ -12,13 +12,23 @@ they change; for every local pod it keeps
   NetworkPolicy egress (a later hook) judges the endpoint, as most CNIs do;
 - routes to the Service ranges through the node, which connect() needs before the rule can
   rewrite a packet (a real pod's default route does that);
+- one table on the host, `ip devspace_nodeports_<node address>`: each NodePort (of NodePort and
+  LoadBalancer Services) on the node's address and on 127.0.0.1 is DNATed to the Service's
+  ready endpoints, for connections made on this machine (the laptop of a one-node cluster, as
+  with kind or minikube). 127.0.0.1 is kube-proxy's "localhost node ports": it needs
+  `route_localnet` on the bridge (set on the test bridge only) and a masquerade so that the pod
+  can answer. A LoadBalancer Service's ingress IPs (in its status, which a test sets as a
+  cloud's controller would) lead to the same endpoints on the Service's own ports, as
+  kube-proxy does. Removed by close(); a crashed agent's table is replaced by the next node
+  on its slot;
 - a hosts file naming every Service (`name.namespace.svc.cluster.local`, `name.namespace.svc`,
   `name.namespace`, and `name` in the pod's own namespace), which containers of built images
   see as /etc/hosts, in place of the cluster DNS that the node does not run. It is rewritten
   in place (a bind mount follows the file, not the name).
 
-Not done: NodePort and LoadBalancer addresses, externalIPs, session affinity, traffic
-policies, headless Services' names, ExternalName, SCTP, IPv6.
+Not done: node ports reached from pods or other machines (no prerouting rules: nothing here
+needs them), assigning LoadBalancer addresses, ingress hostnames, externalIPs, session
+affinity, traffic policies, headless Services' names, ExternalName, SCTP, IPv6.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.apiservice import ApiService
@@ -34,6 +44,7 @@ from testbed.kubeapi import Object
 from testbed.netns import NetworkError, PodNetwork
 
 TABLE = "devspace_services"
+NODE_TABLE = "devspace_nodeports_"
 CLUSTER_DOMAIN = "cluster.local"
 log = logging.getLogger("testbed.node")
 Endpoint = tuple[str, int]
@@ -58,10 +69,14 @@ class Services:
         api_service: ApiService | None,
         services: Mapping[str, Object],
         slices: Mapping[str, Object],
+        bridge: str | None = None,
     ) -> None:
         """Read the agent's caches (uid → Service, uid → EndpointSlice); pods reach the
-        Service ranges through `node_address`."""
+        Service ranges through `node_address`. With `bridge` (the node's bridge device), node
+        ports are served on the host too."""
         self.node_address = node_address
+        self.bridge = bridge
+        self.host_applied = ""
         self.api_service = api_service
         self.services = services
         self.slices = slices
@@ -95,6 +110,12 @@ class Services:
         if not self.dirty:
             return
         self.dirty = False
+        if self.bridge is not None:
+            try:
+                self._apply_host()
+            except (NetworkError, OSError) as error:
+                self.dirty = True
+                log.warning("node ports: %s", error)
         script = self.script()
         for uid, state in list(self.pods.items()):
             try:
@@ -102,6 +123,76 @@ class Services:
             except (NetworkError, OSError) as error:
                 self.dirty = True  # tried again on the next round
                 log.warning("services for pod %s: %s", uid, error)
+
+    def _apply_host(self) -> None:
+        script = self.node_port_script()
+        if script == self.host_applied:
+            return
+        if not self.host_applied:
+            # Without it the kernel refuses to route a packet from 127.0.0.1 off loopback.
+            Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/route_localnet").write_text("1")
+        _run(None, ["nft", "-f", "-"], script)
+        self.host_applied = script
+
+    def close(self) -> None:
+        """Remove the host's node-port table (the pods' tables go with their namespaces)."""
+        if self.host_applied:
+            table = NODE_TABLE + self.node_address.replace(".", "_")
+            _run(None, ["nft", "-f", "-"], f"table ip {table}\ndelete table ip {table}\n")
+            self.host_applied = ""
+
+    def node_port_script(self) -> str:
+        """The nft script that replaces the host's node-port table (see module docstring)."""
+        rules = _Rules()
+        for service in sorted(self.services.values(), key=_key):
+            spec = service.get("spec") or {}
+            if spec.get("type") not in ("NodePort", "LoadBalancer"):
+                continue
+            endpoints = _endpoints(service, self.slices.values())
+            balancer = (service.get("status") or {}).get("loadBalancer") or {}
+            ingress = [
+                i["ip"] for i in balancer.get("ingress") or [] if ":" not in i.get("ip", ":")
+            ]
+            if spec.get("type") != "LoadBalancer":
+                ingress = []
+            for port in spec.get("ports") or []:
+                protocol = str(port.get("protocol", "TCP")).lower()
+                if protocol not in ("tcp", "udp"):
+                    continue
+                targets = endpoints.get(port.get("name") or "", [])
+                if port.get("nodePort"):
+                    on_node = f"{{ {self.node_address}, 127.0.0.1 }}"
+                    rules.send(
+                        f"ip daddr {on_node} {protocol} dport {port['nodePort']}", protocol, targets
+                    )
+                if ingress:
+                    at = f"{{ {', '.join(sorted(ingress))} }}"
+                    rules.send(f"ip daddr {at} {protocol} dport {port['port']}", protocol, targets)
+        table = NODE_TABLE + self.node_address.replace(".", "_")
+        return "\n".join(
+            [
+                f"table ip {table}",
+                f"delete table ip {table}",
+                f"table ip {table} {{",
+                *rules.chains,
+                "  chain output {",
+                "    type nat hook output priority -100;",
+                *rules.nat,
+                "  }",
+                "  chain refuse {",
+                "    type filter hook output priority -1;",
+                *rules.refused,
+                "  }",
+                "  chain postrouting {",
+                "    type nat hook postrouting priority 100;",
+                # From 127.0.0.1 (or the node's address): the pod answers the bridge's address,
+                # and conntrack undoes both rewrites on the way back.
+                f'    oifname "{self.bridge}" ct status dnat masquerade',
+                "  }",
+                "}",
+                "",
+            ]
+        )
 
     def _apply(self, state: _Pod, script: str) -> None:
         if state.applied != script:
@@ -118,9 +209,7 @@ class Services:
 
     def script(self) -> str:
         """The nft script that replaces the Services table (see module docstring)."""
-        nat: list[str] = []
-        refused: list[str] = []
-        chains: list[str] = []
+        rules = _Rules()
         relay = self.api_service.relay_address if self.api_service else None
         for service in sorted(self.services.values(), key=_key):
             spec = service.get("spec") or {}
@@ -136,20 +225,7 @@ class Services:
                     continue
                 match = f"ip daddr {address} {protocol} dport {port['port']}"
                 targets = [relay] if own and relay else endpoints.get(port.get("name") or "", [])
-                if not targets:
-                    refusal = "tcp reset" if protocol == "tcp" else "icmp type port-unreachable"
-                    refused.append(f"    {match} reject with {refusal}")
-                elif len(targets) == 1:
-                    nat.append(f"    {match} dnat to {targets[0][0]}:{targets[0][1]}")
-                else:
-                    first = len(chains)
-                    picks = ", ".join(f"{i} : goto ep{first + i}" for i in range(len(targets)))
-                    nat.append(f"    {match} numgen random mod {len(targets)} vmap {{ {picks} }}")
-                    chains += [
-                        # nft maps a port only after a protocol match, and a jump forgets it.
-                        f"  chain ep{first + i} {{ meta l4proto {protocol} dnat to {a}:{p}; }}"
-                        for i, (a, p) in enumerate(targets)
-                    ]
+                rules.send(match, protocol, targets)
         return "\n".join(
             [
                 # "table" then "delete table": removes ours whether or not it exists, in the
@@ -157,20 +233,46 @@ class Services:
                 f"table ip {TABLE}",
                 f"delete table ip {TABLE}",
                 f"table ip {TABLE} {{",
-                *chains,
+                *rules.chains,
                 "  chain output {",
                 "    type nat hook output priority -100;",
-                *nat,
+                *rules.nat,
                 "  }",
                 "  chain refuse {",
                 # After the rewrite above, before NetworkPolicy's egress chain (priority 0).
                 "    type filter hook output priority -1;",
-                *refused,
+                *rules.refused,
                 "  }",
                 "}",
                 "",
             ]
         )
+
+
+@dataclass
+class _Rules:
+    """The lines of one nft table being written: DNAT rules, refusals, per-endpoint chains."""
+
+    nat: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
+
+    def send(self, match: str, protocol: str, targets: list[Endpoint]) -> None:
+        """Send what `match`es to one of `targets` (or refuse it without any)."""
+        if not targets:
+            refusal = "tcp reset" if protocol == "tcp" else "icmp type port-unreachable"
+            self.refused.append(f"    {match} reject with {refusal}")
+        elif len(targets) == 1:
+            self.nat.append(f"    {match} dnat to {targets[0][0]}:{targets[0][1]}")
+        else:
+            first = len(self.chains)
+            picks = ", ".join(f"{i} : goto ep{first + i}" for i in range(len(targets)))
+            self.nat.append(f"    {match} numgen random mod {len(targets)} vmap {{ {picks} }}")
+            self.chains += [
+                # nft maps a port only after a protocol match, and a jump forgets it.
+                f"  chain ep{first + i} {{ meta l4proto {protocol} dnat to {a}:{p}; }}"
+                for i, (a, p) in enumerate(targets)
+            ]
 
 
 def _key(service: Object) -> tuple[str, str]:
@@ -223,10 +325,12 @@ def hosts_file(
     return "\n".join(lines) + "\n"
 
 
-def _run(network: PodNetwork, argv: list[str], text: str | None = None) -> None:
-    """Run `argv` in the pod's network namespace. Raises NetworkError with its stderr."""
+def _run(network: PodNetwork | None, argv: list[str], text: str | None = None) -> None:
+    """Run `argv` in the pod's network namespace (None: the host's). Raises NetworkError with
+    its stderr."""
+    enter = [] if network is None else ["nsenter", f"--net={network.netns_path}"]
     result = subprocess.run(
-        ["nsenter", f"--net={network.netns_path}", *argv],
+        [*enter, *argv],
         input=text,
         capture_output=True,
         text=True,

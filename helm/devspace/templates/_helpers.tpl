@@ -74,6 +74,9 @@ helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" 
 {{- define "devspace.metricsSecret" -}}
 {{- default (printf "%s-metrics" (include "devspace.fullname" .)) .Values.metrics.existingSecret -}}
 {{- end -}}
+{{- define "devspace.bootstrapAdminSecret" -}}
+{{- default (printf "%s-bootstrap-admin" (include "devspace.fullname" .)) .Values.bootstrapAdmin.existingSecret -}}
+{{- end -}}
 {{- define "devspace.dataClaim" -}}
 {{- default (printf "%s-data" (include "devspace.fullname" .)) .Values.database.sqlite.existingClaim -}}
 {{- end -}}

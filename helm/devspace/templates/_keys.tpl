@@ -30,6 +30,7 @@ on a first install where nothing can be looked up.
 {{- $auth := include "devspace.existingSecretData" (list . (printf "%s-gateway-auth" $fullname)) | fromYaml -}}
 {{- $host := include "devspace.existingSecretData" (list . (printf "%s-gateway-host-key" $fullname)) | fromYaml -}}
 {{- $metrics := include "devspace.existingSecretData" (list . (printf "%s-metrics" $fullname)) | fromYaml -}}
+{{- $admin := include "devspace.existingSecretData" (list . (printf "%s-bootstrap-admin" $fullname)) | fromYaml -}}
 {{- $sealing := include "devspace.existingSecretData" (list . (printf "%s-host-key-encryption" $fullname)) | fromYaml -}}
 {{- $caKey := get $server "ssh-ca-key" | default (genPrivateKey "ed25519" | b64enc) -}}
 {{- $hostKey := get $host "ssh_host_key" | default (genPrivateKey "ecdsa" | b64enc) -}}
@@ -40,6 +41,7 @@ gatewaySecret: {{ get $auth "secret" | default (randAlphaNum 64 | b64enc) | quot
 gatewayHostKey: {{ $hostKey | quote }}
 gatewayHostPublicKey: {{ include "devspace.ecdsaP256PublicKey" (b64dec $hostKey) | quote }}
 metricsToken: {{ get $metrics "token" | default (randAlphaNum 64 | b64enc) | quote }}
+bootstrapAdminPassword: {{ get $admin "password" | default (randAlphaNum 32 | b64enc) | quote }}
 {{- /* randBytes gives 32 random bytes in base64: the key file's one line. */}}
 hostKeyEncryptionKeys: {{ get $sealing "keys" | default (randBytes 32 | b64enc) | quote }}
 {{- end -}}

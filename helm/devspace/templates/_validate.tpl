@@ -28,6 +28,12 @@ schema (values.schema.json) has already checked each value on its own.
 {{- if and (not (kindIs "invalid" $v.gateway.service.nodePort)) (ne $v.gateway.service.type "NodePort") -}}
 {{- fail (printf "devspace: gateway.service.nodePort is set but gateway.service.type is %s: a node port is only used with type NodePort" $v.gateway.service.type) -}}
 {{- end -}}
+{{- if and (not (kindIs "invalid" $v.api.service.nodePort)) (ne $v.api.service.type "NodePort") -}}
+{{- fail (printf "devspace: api.service.nodePort is set but api.service.type is %s: a node port is only used with type NodePort" $v.api.service.type) -}}
+{{- end -}}
+{{- if and $v.bootstrapAdmin.existingSecret (not $v.bootstrapAdmin.username) -}}
+{{- fail (printf "devspace: bootstrapAdmin.existingSecret is %s but bootstrapAdmin.username is empty: set the username the password is for" $v.bootstrapAdmin.existingSecret) -}}
+{{- end -}}
 {{- if and $v.metrics.serviceMonitor.enabled (not $v.metrics.enabled) -}}
 {{- fail "devspace: metrics.serviceMonitor.enabled needs metrics.enabled: without a token /metrics answers 503" -}}
 {{- end -}}
