@@ -45,7 +45,7 @@ def new_trees(ops: Sequence[Operation], *, small: int, most: int) -> list[NewTre
     A folder can be if the pod has nothing at its path and every operation below it makes a
     folder or uploads a new file of at most `small` bytes (a link, a mode change or a large
     file goes its usual way, and so does the folder holding it). A folder with more than
-    `most` files is not sent whole (two streams share the work, and one tree is one stream's),
+    `most` files is not sent whole (streams share the work, and one tree is one stream's),
     but its new subfolders may be. A folder with no file to send gains nothing and is left out.
     """
     new = {op.path: NewTree(op) for op in ops if isinstance(op, MakeDir) and op.replaces is None}

@@ -33,6 +33,7 @@ from devspace.sync import remote, tarstream
 from devspace.sync.apply import apply
 from devspace.sync.operations import Upload
 from devspace.sync.plan import PlanOptions, plan
+from devspace.sync.podwrite import STREAMS
 from devspace.sync.policy import IgnoreRules
 from devspace.sync.remote import PodFolder
 from devspace.sync.scan import scan
@@ -168,6 +169,6 @@ def test_a_tree_of_many_small_files_goes_in_parallel_streams(
     report = pair.sync()
 
     assert report.settled
-    assert len(streams) == 2  # one window of 1,540 operations (not 1,000 + 540), two streams
+    assert len(streams) == STREAMS  # one window of 1,540 operations (not 1,000 + 540)
     assert sh(shell, pair, "find . -type f | wc -l").strip() == "1500"
     assert_converged(pair)
