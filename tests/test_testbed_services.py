@@ -107,6 +107,22 @@ def server_image(test_node: TestNode) -> rootfs.Image:
     return image
 
 
+def _web_backend(core: client.CoreV1Api, namespace: str) -> Manifest:
+    """The test HTTP server's container on 8080, ready once it listens; first waits for the
+    namespace's default ServiceAccount (a pod is refused without it)."""
+    eventually(
+        lambda: core.read_namespaced_service_account("default", namespace),
+        what="the default ServiceAccount",
+        ignore=(ApiException,),
+    )
+    return {
+        "name": "web",
+        "image": "devspace.test/http-server",
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+
+
 def _pod(name: str, labels: dict[str, str], container: Manifest) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -136,17 +152,7 @@ def test_pods_reach_a_service_by_name_and_every_ready_endpoint_serves(
     kube: client.ApiClient, namespace: str, test_node: TestNode, server_image: rootfs.Image
 ) -> None:
     core = client.CoreV1Api(kube)
-    eventually(
-        lambda: core.read_namespaced_service_account("default", namespace),
-        what="the default ServiceAccount",
-        ignore=(ApiException,),
-    )
-    backend = {
-        "name": "web",
-        "image": "devspace.test/http-server",
-        "ports": [{"containerPort": 8080}],
-        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-    }
+    backend = _web_backend(core, namespace)
     for name in ("web-1", "web-2"):
         core.create_namespaced_pod(namespace, _pod(name, {"app": "web"}, backend))
     for name, selector in (("web", "web"), ("nobody", "nobody")):
@@ -243,17 +249,7 @@ def test_this_machine_reaches_a_node_port_and_a_load_balancer_address(
     kube: client.ApiClient, namespace: str, test_node: TestNode
 ) -> None:
     core = client.CoreV1Api(kube)
-    eventually(
-        lambda: core.read_namespaced_service_account("default", namespace),
-        what="the default ServiceAccount",
-        ignore=(ApiException,),
-    )
-    backend = {
-        "name": "web",
-        "image": "devspace.test/http-server",
-        "ports": [{"containerPort": 8080}],
-        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-    }
+    backend = _web_backend(core, namespace)
     core.create_namespaced_pod(namespace, _pod("web", {"app": "web"}, backend))
     made = core.create_namespaced_service(
         namespace,

@@ -168,30 +168,14 @@ class Services:
                 if ingress:
                     at = f"{{ {', '.join(sorted(ingress))} }}"
                     rules.send(f"ip daddr {at} {protocol} dport {port['port']}", protocol, targets)
-        table = NODE_TABLE + self.node_address.replace(".", "_")
-        return "\n".join(
-            [
-                f"table ip {table}",
-                f"delete table ip {table}",
-                f"table ip {table} {{",
-                *rules.chains,
-                "  chain output {",
-                "    type nat hook output priority -100;",
-                *rules.nat,
-                "  }",
-                "  chain refuse {",
-                "    type filter hook output priority -1;",
-                *rules.refused,
-                "  }",
-                "  chain postrouting {",
-                "    type nat hook postrouting priority 100;",
-                # From 127.0.0.1 (or the node's address): the pod answers the bridge's address,
-                # and conntrack undoes both rewrites on the way back.
-                f'    oifname "{self.bridge}" ct status dnat masquerade',
-                "  }",
-                "}",
-                "",
-            ]
+        return rules.table(
+            NODE_TABLE + self.node_address.replace(".", "_"),
+            "  chain postrouting {",
+            "    type nat hook postrouting priority 100;",
+            # From 127.0.0.1 (or the node's address): the pod answers the bridge's address,
+            # and conntrack undoes both rewrites on the way back.
+            f'    oifname "{self.bridge}" ct status dnat masquerade',
+            "  }",
         )
 
     def _apply(self, state: _Pod, script: str) -> None:
@@ -226,27 +210,7 @@ class Services:
                 match = f"ip daddr {address} {protocol} dport {port['port']}"
                 targets = [relay] if own and relay else endpoints.get(port.get("name") or "", [])
                 rules.send(match, protocol, targets)
-        return "\n".join(
-            [
-                # "table" then "delete table": removes ours whether or not it exists, in the
-                # same transaction as the new one.
-                f"table ip {TABLE}",
-                f"delete table ip {TABLE}",
-                f"table ip {TABLE} {{",
-                *rules.chains,
-                "  chain output {",
-                "    type nat hook output priority -100;",
-                *rules.nat,
-                "  }",
-                "  chain refuse {",
-                # After the rewrite above, before NetworkPolicy's egress chain (priority 0).
-                "    type filter hook output priority -1;",
-                *rules.refused,
-                "  }",
-                "}",
-                "",
-            ]
-        )
+        return rules.table(TABLE)
 
 
 @dataclass
@@ -256,6 +220,31 @@ class _Rules:
     nat: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)
+
+    def table(self, name: str, *more: str) -> str:
+        """The nft script that replaces table `name` with these rules and the lines `more`."""
+        return "\n".join(
+            [
+                # "table" then "delete table": removes ours whether or not it exists, in the
+                # same transaction as the new one.
+                f"table ip {name}",
+                f"delete table ip {name}",
+                f"table ip {name} {{",
+                *self.chains,
+                "  chain output {",
+                "    type nat hook output priority -100;",
+                *self.nat,
+                "  }",
+                "  chain refuse {",
+                # After the rewrite above, before NetworkPolicy's egress chain (priority 0).
+                "    type filter hook output priority -1;",
+                *self.refused,
+                "  }",
+                *more,
+                "}",
+                "",
+            ]
+        )
 
     def send(self, match: str, protocol: str, targets: list[Endpoint]) -> None:
         """Send what `match`es to one of `targets` (or refuse it without any)."""
