@@ -48,6 +48,18 @@ def endpoint_slice(namespace: str, name: str, ready: dict[str, bool], port: Mani
     }
 
 
+def assert_nft_accepts(script: str) -> None:
+    """nft itself accepts `script` (check mode, in a network namespace of its own)."""
+    checked = subprocess.run(
+        ["unshare", "--net", "nft", "--check", "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr + script
+
+
 def test_rules_pick_among_ready_endpoints_and_refuse_without_any() -> None:
     services = {
         "1": service("a", "web", "10.96.5.5", {"name": "http", "port": 80, "targetPort": 8080}),
@@ -73,15 +85,7 @@ def test_rules_pick_among_ready_endpoints_and_refuse_without_any() -> None:
     assert "ip daddr 10.96.5.6 udp dport 53 reject with icmp type port-unreachable" in script
     assert "headless" not in script
     assert "None" not in script
-    # nft itself accepts it (check mode, in a network namespace of its own).
-    checked = subprocess.run(
-        ["unshare", "--net", "nft", "--check", "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stderr + script
+    assert_nft_accepts(script)
 
 
 def test_hosts_file_names_services_with_short_names_only_in_the_pods_namespace() -> None:
@@ -225,14 +229,7 @@ def test_node_ports_lead_to_ready_endpoints_on_the_node_and_localhost() -> None:
     assert f"{on_node} udp dport 30053 reject with icmp type port-unreachable" in script
     assert "10.96.5.8" not in script  # ClusterIP only: no node port
     assert 'oifname "ds1-br" ct status dnat masquerade' in script
-    checked = subprocess.run(
-        ["unshare", "--net", "nft", "--check", "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stderr + script
+    assert_nft_accepts(script)
 
 
 def _get(url: str) -> int | str:

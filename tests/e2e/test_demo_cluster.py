@@ -49,6 +49,13 @@ def images(test_node: TestNode) -> None:
     test_node.load_image("sshd", rootfs.build(ROOT / "sshd-image/Dockerfile", "sshd"))
 
 
+def assert_gone(kube: client.ApiClient, namespace: str) -> None:
+    """The demo's namespace no longer exists."""
+    with pytest.raises(ApiException) as gone:
+        client.CoreV1Api(kube).read_namespace(namespace)
+    assert gone.value.status == 404
+
+
 def run_demo(
     kubeconfig: Path, tmp_path: Path, *args: str, timeout: float
 ) -> subprocess.CompletedProcess[str]:
@@ -109,9 +116,7 @@ def test_the_demo_installs_the_chart_and_runs_the_story(
     assert said.index("helm uninstall devspace --namespace") < said.index("demo: helm install")
     # Nothing is left: the release's namespace, nor the space's.
     core = client.CoreV1Api(kube)
-    with pytest.raises(ApiException) as gone:
-        core.read_namespace(namespace)
-    assert gone.value.status == 404
+    assert_gone(kube, namespace)
     spaces = core.list_namespace(
         label_selector="app.kubernetes.io/managed-by=devspace,devspace.dev/instance=devspace"
     )
@@ -149,9 +154,7 @@ def test_without_check_a_person_gets_the_pods_shell(
     assert child.exitstatus == 0, said[-4000:]
     assert "demo: devspace up exited 0" in said
     assert "demo: helm uninstall devspace" in said
-    with pytest.raises(ApiException) as gone:
-        client.CoreV1Api(kube).read_namespace(namespace)
-    assert gone.value.status == 404
+    assert_gone(kube, namespace)
 
 
 @pytest.mark.timeout(900)
@@ -203,9 +206,7 @@ def test_the_gateway_behind_a_load_balancer_is_found_and_published(
     assert f"SSH gateway {address}:22" in said
     for step in ("a local edit is served by the pod", "a file made in the pod arrived here"):
         assert f"demo: {step}" in said
-    with pytest.raises(ApiException) as gone:
-        core.read_namespace(namespace)
-    assert gone.value.status == 404
+    assert_gone(kube, namespace)
 
 
 @pytest.mark.timeout(600)
@@ -236,6 +237,4 @@ def test_images_the_cluster_cannot_pull_are_named_and_nothing_is_left(
     assert "give --image-repository <repository>" in said
     assert "Traceback" not in said
     assert "demo: helm uninstall devspace" in said
-    with pytest.raises(ApiException) as gone:
-        client.CoreV1Api(kube).read_namespace(namespace)
-    assert gone.value.status == 404
+    assert_gone(kube, namespace)
